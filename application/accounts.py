@@ -1,0 +1,107 @@
+"""Account handlers: open, deposit into, close."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4, uuid5
+
+from application.commands import CloseAccount, MakeDeposit, OpenAccount, Principal
+from application.drafts import check_idempotency_key, validate_deposit
+from application.results import AccountResult, DepositResult
+from application.unit_of_work import UnitOfWork
+from domain.accounts import ACCOUNT_NAMESPACE, Account, AccountKind
+from domain.errors import (
+    AccountNotFound,
+    AccountRuleViolation,
+    FieldError,
+    IdempotencyKeyReused,
+    ValidationError,
+)
+from domain.money import currency_exponent, parse_non_negative_amount
+
+if TYPE_CHECKING:
+    from application.service import Payledger
+
+MAX_OWNER = 200
+KINDS = tuple(kind.value for kind in AccountKind)
+
+
+class AccountHandlers:
+    def __init__(self, service: Payledger) -> None:
+        self.service = service
+
+    async def open(self, cmd: OpenAccount, principal: Principal) -> AccountResult:
+        limit_minor = _validate_open(cmd)
+        account_id = (
+            uuid5(ACCOUNT_NAMESPACE, f"/tenants/{principal.tenant}/clients/{principal.client}"
+                  f"/accounts/{cmd.idempotency_key}")
+            if cmd.idempotency_key
+            else uuid4()
+        )  # fmt: skip
+        decide = partial(self._decide_open, cmd, principal, account_id, limit_minor)
+        return await self.service.commit(decide)
+
+    def _decide_open(
+        self, cmd: OpenAccount, principal: Principal, account_id: UUID, limit: int, uow: UnitOfWork
+    ) -> AccountResult:
+        existing = uow.get(account_id, Account)
+        if existing is not None:
+            same = (existing.owner, existing.currency, existing.kind) == (
+                cmd.owner, cmd.currency, cmd.kind,
+            )  # fmt: skip
+            if not same:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {cmd.idempotency_key!r} already opened a different account"
+                )
+            return AccountResult.of(existing)
+        account = Account.open(
+            account_id=account_id, tenant=principal.tenant, owner=cmd.owner,
+            currency=cmd.currency, kind=AccountKind(cmd.kind), overdraft_limit_minor=limit,
+            at=uow.now, actor=principal.actor,
+        )  # fmt: skip
+        uow.add(account)
+        return AccountResult.of(account)
+
+    async def deposit(self, cmd: MakeDeposit, principal: Principal) -> DepositResult:
+        account = self.service.get_account(cmd.account_id, principal)
+        draft = validate_deposit(cmd, principal, account.currency)
+        payment = await self.service.payments.execute(draft)
+        return DepositResult(payment, self.service.get_account(cmd.account_id, principal))
+
+    async def close(self, cmd: CloseAccount, principal: Principal) -> AccountResult:
+        return await self.service.commit(partial(self._decide_close, cmd, principal))
+
+    def _decide_close(
+        self, cmd: CloseAccount, principal: Principal, uow: UnitOfWork
+    ) -> AccountResult:
+        account = uow.get(cmd.account_id, Account)
+        if account is None or account.tenant != principal.tenant:
+            raise AccountNotFound(f"account {cmd.account_id} does not exist")
+        if account.closed:
+            raise AccountRuleViolation(f"account {cmd.account_id} is already closed")
+        account.close(at=uow.now, actor=principal.actor)
+        return AccountResult.of(account)
+
+
+def _validate_open(cmd: OpenAccount) -> int:
+    """Check every field; return the overdraft limit in minor units."""
+    errors: list[FieldError] = []
+    if cmd.idempotency_key is not None:
+        errors += check_idempotency_key(cmd.idempotency_key)
+    owner = cmd.owner.strip() if isinstance(cmd.owner, str) else ""
+    if not owner or len(cmd.owner) > MAX_OWNER:
+        errors.append(FieldError("owner", f"must be 1-{MAX_OWNER} characters", "invalid_owner"))
+    if cmd.kind not in KINDS:
+        errors.append(FieldError("kind", f"must be one of {', '.join(KINDS)}", "invalid_kind"))
+    limit = 0
+    try:
+        currency_exponent(cmd.currency)
+        limit = parse_non_negative_amount(
+            cmd.overdraft_limit, cmd.currency, field="overdraft_limit"
+        )
+    except ValidationError as e:
+        errors.extend(e.errors)
+    if errors:
+        raise ValidationError(errors)
+    return limit

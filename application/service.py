@@ -1,0 +1,160 @@
+"""``Payledger``: the platform service the interfaces talk to (commands and queries)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.utils import get_topic
+
+from application.accounts import AccountHandlers
+from application.app import PayledgerApp
+from application.channels.base import CHANNELS, Channel
+from application.channels.sandbox import SandboxChannel
+from application.clock import Clock, SystemClock
+from application.commands import ANONYMOUS, Principal, SubmitPayment
+from application.committer import Committer, Decide
+from application.drafts import validate_payment
+from application.payments import PaymentHandlers
+from application.results import AccountResult, EventRecord, PaymentResult
+from application.settings import Settings
+from domain.accounts import Account
+from domain.errors import AccountNotFound, PaymentNotFound
+from domain.payments import Payment
+
+T = TypeVar("T")
+
+# Event attributes shown as the audit envelope rather than as data.
+ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
+LEDGER_TOPICS = [get_topic(Account.Debited), get_topic(Account.Credited)]
+SCAN_PAGE = 1_000
+
+
+class Payledger:
+    """One per process: owns the event-sourced application, the committer and the channels."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        channels: dict[str, Channel] | None = None,
+        create_tables: bool = True,
+    ) -> None:
+        self.settings = settings or Settings()
+        store = self.settings.store
+        store.check_reachable()
+        if create_tables:
+            store.prepare()
+        self.app = PayledgerApp(env=store.eventsourcing_env(create_table=create_tables))
+        self.clock = clock or SystemClock()
+        self.committer = Committer(
+            self.app,
+            group_max=self.settings.commit_group_max,
+            queue_max=self.settings.commit_queue_max,
+            conflict_retries=self.settings.conflict_retries,
+            clock=self.clock,
+        )
+        self.channels: dict[str, Channel] = channels or {
+            name: SandboxChannel(name, self.settings.latency_ms(name))
+            for name in CHANNELS
+            if name != "internal"
+        }
+        self.secret_key = self.settings.secret_key.encode()
+        self.accounts = AccountHandlers(self)
+        self.payments = PaymentHandlers(self)
+
+    def close(self) -> None:
+        self.committer.stop()
+        self.app.close()
+
+    def __enter__(self) -> Payledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def commit(self, decide: Decide[T]) -> T:
+        """Hand a decision to the committer and wait for its group to be saved."""
+        future = self.committer.submit(decide)
+        committed = await asyncio.wait_for(
+            asyncio.wrap_future(future), self.settings.command_timeout_s
+        )
+        return committed.value
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def submit_payment(
+        self, cmd: SubmitPayment, principal: Principal = ANONYMOUS
+    ) -> PaymentResult:
+        draft = validate_payment(
+            cmd, principal, today=self.clock.now().date(), secret_key=self.secret_key
+        )
+        return await self.payments.execute(draft)
+
+    # --- queries (from the event store until the read side exists) -----------------------------
+
+    def load_payment(self, payment_id: UUID) -> Payment | None:
+        return self._load(payment_id, Payment)  # type: ignore[return-value]
+
+    def get_payment(self, payment_id: UUID, principal: Principal = ANONYMOUS) -> PaymentResult:
+        payment = self.load_payment(payment_id)
+        if payment is None or payment.tenant != principal.tenant:
+            raise PaymentNotFound(f"payment {payment_id} does not exist")
+        return PaymentResult.of(payment)
+
+    def get_account(self, account_id: UUID, principal: Principal = ANONYMOUS) -> AccountResult:
+        account = self._load(account_id, Account)
+        if not isinstance(account, Account) or account.tenant != principal.tenant:
+            raise AccountNotFound(f"account {account_id} does not exist")
+        return AccountResult.of(account)
+
+    def payment_events(
+        self, payment_id: UUID, principal: Principal = ANONYMOUS
+    ) -> list[EventRecord]:
+        self.get_payment(payment_id, principal)  # ownership and existence
+        return [
+            EventRecord(
+                type=type(event).__name__,
+                version=event.originator_version,
+                timestamp=event.timestamp,
+                actor=getattr(event, "actor", None),
+                data={k: v for k, v in vars(event).items() if k not in ENVELOPE},
+            )
+            for event in self.app.repository.event_store.get(payment_id)
+        ]
+
+    def trial_balance(self) -> dict[str, Any]:
+        """Every posting ever made, summed per currency and per account, from the event log.
+
+        The double-entry invariant says each currency's total is zero."""
+        totals: dict[str, int] = defaultdict(int)
+        balances: dict[UUID, int] = defaultdict(int)
+        currency_of: dict[UUID, str] = {}
+        start = 0
+        while True:
+            page = self.app.recorder.select_notifications(
+                start=start, limit=SCAN_PAGE, topics=LEDGER_TOPICS, inclusive_of_start=False
+            )
+            for notification in page:
+                event = self.app.mapper.to_domain_event(notification)
+                sign = 1 if isinstance(event, Account.Credited) else -1
+                balances[event.originator_id] += sign * event.amount_minor
+            if len(page) < SCAN_PAGE:
+                break
+            start = page[-1].id
+        for account_id, balance in balances.items():
+            account = self._load(account_id, Account)
+            currency_of[account_id] = account.currency if account else "???"
+            totals[currency_of[account_id]] += balance
+        return {"totals": dict(totals), "balances": dict(balances)}
+
+    def _load(self, aggregate_id: UUID, cls: type) -> Any:
+        try:
+            found = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, cls) else None

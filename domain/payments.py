@@ -1,0 +1,300 @@
+"""The ``Payment`` aggregate and its state machine.
+
+    requested -> rejected                       (rules refused it; nothing moved)
+    requested -> reserved -> submitted -> succeeded | failed | exception
+    reserved  -> failed                         (definitely not sent: released)
+    exception -> succeeded | failed             (resolved later by asking the channel)
+
+``exception`` is honest: the channel may or may not have moved the money, so funds stay held until
+someone finds out. Every event records when it happened and which principal caused it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import IllegalTransition
+from domain.ledger import JournalEntry
+
+PAYMENT_NAMESPACE = UUID("9d3b1f2a-4c5e-4f60-8a7b-1c2d3e4f5a60")
+
+
+class PaymentState(StrEnum):
+    REQUESTED = "requested"
+    REJECTED = "rejected"
+    RESERVED = "reserved"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXCEPTION = "exception"
+
+
+S = PaymentState
+TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
+    S.REQUESTED: frozenset({S.REJECTED, S.RESERVED}),
+    S.RESERVED: frozenset({S.SUBMITTED, S.FAILED}),
+    S.SUBMITTED: frozenset({S.SUCCEEDED, S.FAILED, S.EXCEPTION}),
+    S.EXCEPTION: frozenset({S.SUCCEEDED, S.FAILED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
+
+
+class PaymentKind(StrEnum):
+    PAYMENT = "payment"
+    DEPOSIT = "deposit"
+
+
+def payment_id_for(tenant: str, client: str, idempotency_key: str) -> UUID:
+    """The payment id is a function of who asked and their key: the store's unique
+    (originator_id, version) then makes a duplicate impossible, whatever the race."""
+    return uuid5(PAYMENT_NAMESPACE, f"/tenants/{tenant}/clients/{client}/keys/{idempotency_key}")
+
+
+class Payment(Aggregate):
+    class Requested(Aggregate.Created):
+        actor: str
+        tenant: str
+        kind: str
+        client: str
+        idempotency_key: str
+        request_fingerprint: str
+        amount_minor: int
+        currency: str
+        channel: str
+        payer: dict[str, Any]  # {"type": "account", "account_id"} | {"type": "card", ...}
+        payee: dict[str, Any]  # {"type": "account", "account_id"} | {"type": "bank_account", ...}
+        description: str | None
+        metadata: dict[str, str]
+        batch_id: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            for name in (
+                "tenant", "kind", "client", "idempotency_key", "request_fingerprint",
+                "amount_minor", "currency", "channel", "payer", "payee", "description",
+                "metadata", "batch_id",
+            ):  # fmt: skip
+                setattr(aggregate, name, getattr(self, name))
+            aggregate.state = PaymentState.REQUESTED.value
+            aggregate.hold_account_id = None
+            aggregate.failure_code = None
+            aggregate.failure_message = None
+            aggregate.channel_reference = None
+            aggregate.entry = None
+            aggregate.completed_at = None
+
+    class Event(Aggregate.Event):
+        actor: str
+
+    class Rejected(Event):
+        code: str
+        message: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = PaymentState.REJECTED.value
+            aggregate.failure_code, aggregate.failure_message = self.code, self.message
+            aggregate.completed_at = self.timestamp
+
+    class Reserved(Event):
+        hold_account_id: str | None  # None when the payer is outside the ledger (card, wallet)
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = PaymentState.RESERVED.value
+            aggregate.hold_account_id = self.hold_account_id
+
+    class Submitted(Event):
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = PaymentState.SUBMITTED.value
+
+    class Succeeded(Event):
+        channel_reference: str
+        entry_id: str
+        legs: list[list[Any]]  # [[account_id, amount_minor], ...], summing to zero
+        resolution: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = PaymentState.SUCCEEDED.value
+            aggregate.channel_reference = self.channel_reference
+            aggregate.entry = {"entry_id": self.entry_id, "legs": self.legs}
+            aggregate.completed_at = self.timestamp
+
+    class Failed(Event):
+        code: str
+        message: str
+        channel_reference: str | None
+        resolution: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = PaymentState.FAILED.value
+            aggregate.failure_code, aggregate.failure_message = self.code, self.message
+            aggregate.channel_reference = self.channel_reference
+            aggregate.completed_at = self.timestamp
+
+    class OutcomeUnknown(Event):
+        code: str
+        message: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = PaymentState.EXCEPTION.value
+            aggregate.failure_code, aggregate.failure_message = self.code, self.message
+            aggregate.completed_at = self.timestamp
+
+    if TYPE_CHECKING:  # set by the Created event; annotations here would become __init__ args
+        tenant: str
+        kind: str
+        client: str
+        idempotency_key: str
+        request_fingerprint: str
+        amount_minor: int
+        currency: str
+        channel: str
+        payer: dict[str, Any]
+        payee: dict[str, Any]
+        description: str | None
+        metadata: dict[str, str]
+        batch_id: str | None
+        state: str
+        hold_account_id: str | None
+        failure_code: str | None
+        failure_message: str | None
+        channel_reference: str | None
+        entry: dict[str, Any] | None
+        completed_at: datetime | None
+
+    @classmethod
+    def request(
+        cls,
+        *,
+        payment_id: UUID,
+        tenant: str,
+        kind: PaymentKind,
+        client: str,
+        idempotency_key: str,
+        request_fingerprint: str,
+        amount_minor: int,
+        currency: str,
+        channel: str,
+        payer: dict[str, Any],
+        payee: dict[str, Any],
+        description: str | None,
+        metadata: dict[str, str],
+        at: datetime,
+        actor: str,
+        batch_id: UUID | None = None,
+    ) -> Payment:
+        if amount_minor <= 0:
+            raise IllegalTransition("a payment moves a positive amount")
+        return cls._create(
+            cls.Requested,
+            id=payment_id,
+            timestamp=at,
+            actor=actor,
+            tenant=tenant,
+            kind=str(kind),
+            client=client,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+            amount_minor=amount_minor,
+            currency=currency,
+            channel=channel,
+            payer=payer,
+            payee=payee,
+            description=description,
+            metadata=metadata,
+            batch_id=None if batch_id is None else str(batch_id),
+        )
+
+    # --- queries -------------------------------------------------------------------------------
+
+    @property
+    def current_state(self) -> PaymentState:
+        return PaymentState(self.state)
+
+    @property
+    def is_final(self) -> bool:
+        return self.current_state in FINAL_STATES
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.current_state in (S.REQUESTED, S.RESERVED, S.SUBMITTED)
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.completed_at is None:
+            return None
+        return int((self.completed_at - self.created_on).total_seconds() * 1000)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def reject(self, code: str, message: str, *, at: datetime, actor: str) -> None:
+        self._check_can_move_to(S.REJECTED)
+        self.trigger_event(self.Rejected, timestamp=at, actor=actor, code=code, message=message)
+
+    def mark_reserved(self, hold_account_id: UUID | None, *, at: datetime, actor: str) -> None:
+        self._check_can_move_to(S.RESERVED)
+        hold = None if hold_account_id is None else str(hold_account_id)
+        self.trigger_event(self.Reserved, timestamp=at, actor=actor, hold_account_id=hold)
+
+    def mark_submitted(self, *, at: datetime, actor: str) -> None:
+        self._check_can_move_to(S.SUBMITTED)
+        self.trigger_event(self.Submitted, timestamp=at, actor=actor)
+
+    def mark_succeeded(
+        self,
+        channel_reference: str,
+        entry: JournalEntry,
+        *,
+        at: datetime,
+        actor: str,
+        resolution: str | None = None,
+    ) -> None:
+        self._check_can_move_to(S.SUCCEEDED)
+        if entry.currency != self.currency:
+            raise IllegalTransition("the entry's currency is not the payment's")
+        self.trigger_event(
+            self.Succeeded,
+            timestamp=at,
+            actor=actor,
+            channel_reference=channel_reference,
+            entry_id=str(entry.entry_id),
+            legs=entry.to_record(),
+            resolution=resolution,
+        )
+
+    def mark_failed(
+        self,
+        code: str,
+        message: str,
+        *,
+        at: datetime,
+        actor: str,
+        channel_reference: str | None = None,
+        resolution: str | None = None,
+    ) -> None:
+        self._check_can_move_to(S.FAILED)
+        self.trigger_event(
+            self.Failed,
+            timestamp=at,
+            actor=actor,
+            code=code,
+            message=message,
+            channel_reference=channel_reference,
+            resolution=resolution,
+        )
+
+    def mark_exception(self, code: str, message: str, *, at: datetime, actor: str) -> None:
+        self._check_can_move_to(S.EXCEPTION)
+        self.trigger_event(
+            self.OutcomeUnknown, timestamp=at, actor=actor, code=code, message=message
+        )
+
+    def _check_can_move_to(self, target: PaymentState) -> None:
+        if target not in TRANSITIONS[self.current_state]:
+            raise IllegalTransition(f"payment {self.id} cannot go from {self.state} to {target}")
