@@ -7,17 +7,37 @@ the accounts it touches. On PostgreSQL the tables are ``payledger_events`` and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Iterable
 
 from eventsourcing.application import Application
-from eventsourcing.domain import MutableOrImmutableAggregate
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import Transcoder
 
+from application.transcoder import OrjsonTranscoder
 from domain.accounts import Account
+
+# Hot accounts collect many events; a snapshot every so many keeps a cold load short.
+SNAPSHOT_INTERVAL = {Account: 500}
 
 
 class PayledgerApp(Application):
     name = "Payledger"
-    # Hot accounts collect many events; a snapshot every 500 keeps a cold load short.
-    snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
-        Account: 500
-    }
+    # Snapshots are enabled, but taken by take_snapshots_of() from the aggregate just saved,
+    # not by the library, which would re-read the aggregate's events from the store to do it.
+    is_snapshotting_enabled = True
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
+    def take_snapshots_of(self, saved: Iterable[tuple[Aggregate, int]]) -> None:
+        """Snapshot each saved aggregate whose versions since ``version_before`` crossed an
+        interval boundary. Call only after its save succeeded."""
+        snapshots = []
+        for aggregate, version_before in saved:
+            interval = SNAPSHOT_INTERVAL.get(type(aggregate))  # type: ignore[call-overload]
+            if interval and aggregate.version // interval > version_before // interval:
+                snapshots.append(Snapshot.take(aggregate))
+        if snapshots and self.snapshots is not None:
+            self.snapshots.put(snapshots)

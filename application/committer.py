@@ -208,7 +208,11 @@ class Committer:
         dirty = uow.dirty()
         if not dirty:
             return None
+        versions_before = [agg.version - len(agg.pending_events) for agg in dirty]
         recordings = self.app.save(*dirty)
         for aggregate in uow.aggregates.values():
             self.cache.put(aggregate)
+        take_snapshots = getattr(self.app, "take_snapshots_of", None)
+        if take_snapshots is not None:
+            take_snapshots(zip(dirty, versions_before, strict=True))
         return recordings[-1].notification.id if recordings else None
