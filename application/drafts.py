@@ -294,7 +294,8 @@ def _check_channel_fits(cmd: SubmitPayment, errors: list[FieldError]) -> None:
             errors.append(
                 FieldError(
                     "channel",
-                    f"{cmd.channel} payments need a payment_method of type {cmd.channel} and payee_account_id",
+                    f"{cmd.channel} payments need a payment_method of type {cmd.channel}"
+                    " and payee_account_id",
                     "channel_mismatch",
                 )
             )
