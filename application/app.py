@@ -17,7 +17,7 @@ from application.transcoder import OrjsonTranscoder
 from domain.accounts import Account
 
 # Hot accounts collect many events; a snapshot every so many keeps a cold load short.
-SNAPSHOT_INTERVAL = {Account: 500}
+SNAPSHOT_INTERVAL: dict[type[Aggregate], int] = {Account: 500}
 
 
 class PayledgerApp(Application):
@@ -36,7 +36,7 @@ class PayledgerApp(Application):
         interval boundary. Call only after its save succeeded."""
         snapshots = []
         for aggregate, version_before in saved:
-            interval = SNAPSHOT_INTERVAL.get(type(aggregate))  # type: ignore[call-overload]
+            interval = SNAPSHOT_INTERVAL.get(type(aggregate))
             if interval and aggregate.version // interval > version_before // interval:
                 snapshots.append(Snapshot.take(aggregate))
         if snapshots and self.snapshots is not None:

