@@ -1,0 +1,92 @@
+"""``payledger accounts open|show|deposit|close``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID, uuid4
+
+import typer
+
+from application.commands import ANONYMOUS, CloseAccount, MakeDeposit, OpenAccount
+from interfaces.cli import output
+from interfaces.cli.runtime import run, service
+
+app = typer.Typer(help="Open, inspect, fund and close ledger accounts.", no_args_is_help=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout.")]
+AccountId = Annotated[UUID, typer.Argument(help="Account id (UUID).", show_default=False)]
+
+
+@app.command("open")
+def open_account(
+    owner: Annotated[str, typer.Option(help="Owner name (1-200 characters).")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, e.g. CNY.")],
+    kind: Annotated[
+        str, typer.Option(help="customer, merchant, funding, clearing or external.")
+    ] = "customer",
+    overdraft_limit: Annotated[
+        str, typer.Option(help="Decimal string in the currency, e.g. 100.00.")
+    ] = "0",
+    as_json: Json = False,
+) -> None:
+    """Open an account."""
+    cmd = OpenAccount(owner=owner, currency=currency, kind=kind, overdraft_limit=overdraft_limit)
+    with service() as svc:
+        account = run(svc.accounts.open(cmd, ANONYMOUS))
+    if as_json:
+        output.print_json(output.account_json(account))
+    else:
+        output.print_account(account)
+
+
+@app.command("show")
+def show_account(account_id: AccountId, as_json: Json = False) -> None:
+    """Show an account's balance, reservations and what is available."""
+    with service() as svc:
+        account = svc.get_account(account_id, ANONYMOUS)
+    if as_json:
+        output.print_json(output.account_json(account))
+    else:
+        output.print_account(account)
+
+
+@app.command("deposit")
+def deposit(
+    account_id: AccountId,
+    amount: Annotated[str, typer.Argument(help="Decimal string, e.g. 1000.00.")],
+    key: Annotated[
+        str | None,
+        typer.Option(help="Idempotency key; a fresh UUID when omitted (printed)."),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Credit an account from the external funding source (a ledger entry)."""
+    key = key or str(uuid4())
+    with service() as svc:
+        result = run(svc.accounts.deposit(MakeDeposit(account_id, amount, key), ANONYMOUS))
+    if as_json:
+        # The HTTP API's deposit shape: the payment, then the account it credited.
+        output.print_json(
+            {
+                **output.payment_json(result.payment),
+                "account_id": str(result.account.id),
+                "balance": output.account_json(result.account)["balance"],
+                "account": output.account_json(result.account),
+                "idempotency_key": key,
+            }
+        )
+        return
+    output.note(f"idempotency key: {key}")
+    output.print_payment(result.payment)
+    output.print_account(result.account)
+
+
+@app.command("close")
+def close_account(account_id: AccountId, as_json: Json = False) -> None:
+    """Close an account (refused while it holds money or reservations)."""
+    with service() as svc:
+        account = run(svc.accounts.close(CloseAccount(account_id), ANONYMOUS))
+    if as_json:
+        output.print_json(output.account_json(account))
+    else:
+        output.print_account(account)

@@ -1,0 +1,49 @@
+"""``payledger serve``: check the configuration and the database, create the tables once, then
+hand over to uvicorn (one process, or several workers that must not run DDL themselves)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+
+from interfaces.cli.errors import ConfigError, StoreUnavailable
+from interfaces.cli.runtime import init_store, load_settings
+
+APP_FACTORY = "interfaces.http.app:create_app"
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
+def serve(host: str, port: int, workers: int, log_level: str) -> None:
+    settings = load_settings()
+    try:
+        store = init_store(settings)
+    except StoreUnavailable as e:
+        # At start-up an unreachable database is a configuration problem: refuse to start.
+        raise ConfigError(str(e)) from e
+    if workers > 1:
+        # Many processes creating tables at once fails ("tuple concurrently updated"); done above.
+        os.environ["PAYLEDGER_CREATE_TABLES"] = "n"
+    sys.stdout.write(
+        f"payledger: store {store.describe()}\n"
+        f"payledger: serving on http://{host}:{port} with {workers} worker(s)\n"
+    )
+    sys.stdout.flush()
+    import uvicorn  # after the checks: a bad configuration fails before anything heavy loads
+
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
