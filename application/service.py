@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # Event attributes shown as the audit envelope rather than as data.
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
-LEDGER_TOPICS = [get_topic(Account.Debited), get_topic(Account.Credited)]
+LEDGER_TOPICS = [get_topic(Account.Opened), get_topic(Account.Debited), get_topic(Account.Credited)]
 SCAN_PAGE = 1_000
 
 
@@ -131,7 +131,6 @@ class Payledger:
         """Every posting ever made, summed per currency and per account, from the event log.
 
         The double-entry invariant says each currency's total is zero."""
-        totals: dict[str, int] = defaultdict(int)
         balances: dict[UUID, int] = defaultdict(int)
         currency_of: dict[UUID, str] = {}
         start = 0
@@ -141,16 +140,21 @@ class Payledger:
             )
             for notification in page:
                 event: Any = self.app.mapper.to_domain_event(notification)
-                sign = 1 if isinstance(event, Account.Credited) else -1
-                balances[event.originator_id] += sign * event.amount_minor
+                if isinstance(event, Account.Opened):
+                    currency_of[event.originator_id] = event.currency
+                    balances[event.originator_id] += 0
+                else:
+                    sign = 1 if isinstance(event, Account.Credited) else -1
+                    balances[event.originator_id] += sign * event.amount_minor
             if len(page) < SCAN_PAGE:
                 break
             start = page[-1].id
+        totals: dict[str, int] = defaultdict(int)
+        accounts: dict[str, int] = defaultdict(int)
         for account_id, balance in balances.items():
-            account = self._load(account_id, Account)
-            currency_of[account_id] = account.currency if account else "???"
             totals[currency_of[account_id]] += balance
-        return {"totals": dict(totals), "balances": dict(balances)}
+            accounts[currency_of[account_id]] += 1
+        return {"totals": dict(totals), "accounts": dict(accounts), "balances": dict(balances)}
 
     def _load(self, aggregate_id: UUID, cls: type) -> Any:
         try:
