@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from eventsourcing.application import Application
@@ -63,6 +66,20 @@ class _Job:
 
 
 _STOP = object()
+
+
+class _Tried(Enum):
+    SAVED = "saved"  # every caller answered
+    CONFLICT = "conflict"  # the save hit the store's uniqueness: redo from fresh state
+    UNSAFE = "unsafe"  # a command raised after changing something: redo one by one
+GROUP_ATTEMPTS = 4
+BACKOFF_BASE_S = 0.002
+BACKOFF_CAP_S = 0.1
+
+
+def backoff(attempt: int) -> None:
+    """Full-jitter exponential back-off: two writers that collided pick different moments."""
+    time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
 
 
 class Committer:
@@ -143,16 +160,23 @@ class Committer:
         self.stats["groups"] += 1
         self.stats["commands"] += len(group)
         # First optimistically; then from fresh state, reading every id (a key seen before).
-        for optimistic in (True, False):
-            if self._try_group(group, optimistic=optimistic):
+        # Another process writing the same hot account wins some windows: back off with jitter
+        # so the two stop colliding, and keep the whole group together while retrying.
+        for attempt in range(GROUP_ATTEMPTS):
+            tried = self._try_group(group, optimistic=attempt == 0)
+            if tried is _Tried.SAVED:
                 return
             self.stats["group_retries"] += 1
+            if tried is _Tried.UNSAFE:
+                break  # a command broke after changing something: isolate it, one by one
+            if attempt:
+                backoff(attempt)
         for job in group:
             if not job.future.done():
                 self._commit_alone(job)
 
-    def _try_group(self, group: list[_Job], *, optimistic: bool) -> bool:
-        """Decide every waiting job over one unit of work and save once; False to redo."""
+    def _try_group(self, group: list[_Job], *, optimistic: bool) -> _Tried:
+        """Decide every waiting job over one unit of work and save once."""
         uow = UnitOfWork(self.app, self.cache, optimistic=optimistic, clock=self.clock)
         outcomes: list[tuple[_Job, bool, Any]] = []
         for job in group:
@@ -164,27 +188,29 @@ class Committer:
             except Exception as e:
                 if uow.unit_changed_anything():
                     self.cache.evict(uow.ids())
-                    return False
+                    return _Tried.UNSAFE
                 outcomes.append((job, False, e))
         try:
             position = self._save(uow)
         except IntegrityError:
             self.cache.evict(uow.ids())
-            return False
+            return _Tried.CONFLICT
         except Exception as e:
             self.cache.evict(uow.ids())
             for job, _ok, _value in outcomes:
                 job.future.set_exception(e)
-            return True
+            return _Tried.SAVED  # answered: the store failed, every caller is told
         for job, ok, value in outcomes:
             if ok:
                 job.future.set_result(Committed(value, position))
             else:
                 job.future.set_exception(value)
-        return True
+        return _Tried.SAVED
 
     def _commit_alone(self, job: _Job) -> None:
-        for _attempt in range(self.conflict_retries):
+        for attempt in range(self.conflict_retries):
+            if attempt:
+                backoff(attempt)
             self.stats["single_saves"] += 1
             uow = UnitOfWork(self.app, self.cache, optimistic=False, clock=self.clock)
             uow.begin_unit()

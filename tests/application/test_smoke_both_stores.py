@@ -12,8 +12,12 @@ def test_internal_payment_moves_money_and_balances(service):
         await service.accounts.deposit(MakeDeposit(alice.id, "100.00", "d1"), ANONYMOUS)
         paid = await service.submit_payment(
             SubmitPayment(
-                amount="40.50", currency="CNY", channel="internal", idempotency_key="p1",
-                payer_account_id=alice.id, payee_account_id=shop.id,
+                amount="40.50",
+                currency="CNY",
+                channel="internal",
+                idempotency_key="p1",
+                payer_account_id=alice.id,
+                payee_account_id=shop.id,
             )
         )
         return alice, shop, paid

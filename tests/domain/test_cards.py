@@ -91,7 +91,11 @@ def test_card_details_never_hold_the_number_or_cvc():
     assert all(VISA not in value and "987" not in value for value in values)
     assert VISA not in repr(card)
     assert [f.name for f in dataclasses.fields(card)] == [
-        "brand", "last4", "exp_month", "exp_year", "fingerprint",
+        "brand",
+        "last4",
+        "exp_month",
+        "exp_year",
+        "fingerprint",
     ]
 
 

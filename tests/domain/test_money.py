@@ -303,5 +303,6 @@ def test_money_parse():
     assert Money.parse("0", "JPY", allow_zero=True) == Money(0, "JPY")
     with pytest.raises(InvalidAmount) as info:
         Money.parse(12.5, "USD", field="price")
-    assert only_error(info.value) == FieldError("price", only_error(info.value).reason,
-                                                "amount_must_be_string")
+    assert only_error(info.value) == FieldError(
+        "price", only_error(info.value).reason, "amount_must_be_string"
+    )
