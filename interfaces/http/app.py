@@ -1,0 +1,120 @@
+"""The FastAPI application: ``create_app()``, also a uvicorn factory.
+
+    uvicorn interfaces.http.app:create_app --factory
+
+One ``Payledger`` service per process, created in the lifespan and closed on shutdown. Workers
+started by ``payledger serve --workers N`` set ``PAYLEDGER_CREATE_TABLES=n``: the tables were
+created once before they started, and creating them from many processes at once fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+
+from application.service import Payledger
+from application.settings import Settings
+from application.store import StoreConfigError
+from interfaces.http import problems
+from interfaces.http.limits import BodySizeLimit
+from interfaces.http.routes import accounts, health, payments
+
+log = logging.getLogger("payledger.http")
+
+DESCRIPTION = """\
+Real-time payments on an event-sourced double-entry ledger.
+
+* Amounts are **decimal strings** (`"12.34"`) in the currency's minor units; JSON numbers are
+  refused.
+* Every POST that moves money needs an `Idempotency-Key` header: the same key and body replay
+  the original result (200, `Idempotent-Replayed: true`); the same key with another body is 422.
+* Errors are `application/problem+json` (RFC 9457) with a stable `code` and the offending
+  `errors[].field`s. Malformed input records nothing.
+* Outcomes are `succeeded`, `failed` (with `failure_code`) or `exception` (outcome unknown,
+  resolved later). See each payment's audit history at `/v1/payments/{id}/events`.
+"""
+# The largest valid payment is a few KiB (500-char description, 20 metadata pairs of 540).
+MAX_BODY_BYTES = 64 * 1024
+TAGS = [
+    {"name": "payments", "description": "Real-time payments and their audit history"},
+    {"name": "accounts", "description": "Ledger accounts, deposits"},
+    {"name": "health", "description": "Liveness and readiness probes"},
+]
+
+
+def create_app(settings: Settings | None = None, service: Payledger | None = None) -> FastAPI:
+    """The HTTP API. A ``service`` passed in belongs to the caller, who closes it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = service is None
+        app.state.service = service or _start_service(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.service.close()
+
+    app = FastAPI(
+        title="Payledger",
+        summary="Event-sourced payments ledger",
+        description=DESCRIPTION,
+        version=_version(),
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    for module in (payments, accounts, health):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _start_service(settings: Settings | None) -> Payledger:
+    try:
+        return Payledger(settings or Settings(), create_tables=create_tables_allowed())
+    except StoreConfigError as e:
+        log.error("cannot start: %s", e)  # one clear line; uvicorn then exits non-zero
+        raise
+
+
+def create_tables_allowed() -> bool:
+    value = os.environ.get("PAYLEDGER_CREATE_TABLES", "y").strip().lower()
+    return value not in ("n", "no", "0", "false")
+
+
+def _version() -> str:
+    try:
+        return version("payledger")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with problems served as ``application/problem+json``."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" in content:
+                        content[problems.PROBLEM_JSON] = content.pop("application/json")
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,1 @@
+"""HTTP routes: parse, build one command or query, call the service once, render."""

@@ -1,0 +1,34 @@
+"""OpenAPI response declarations and small rendering helpers shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+
+from interfaces.http.schemas import Problem
+
+_DESCRIPTIONS = {
+    400: "Missing Idempotency-Key",
+    404: "Not found",
+    409: "Conflict (a request with this key is still in flight, or an account rule)",
+    422: "Malformed input (nothing was recorded) or an idempotency key reused with another body",
+    503: "Overloaded or the database is unreachable; retry after `Retry-After` seconds",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:  # FastAPI's `responses` type
+    """The problem responses a route can give, for the OpenAPI document."""
+    return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def replay(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """The 200 a money-moving POST answers when it replays an idempotent request."""
+    return {200: {"model": model, "description": "Idempotent replay (`Idempotent-Replayed: true`)"}}
+
+
+def mark_replay(response: Response, replayed: bool) -> None:
+    """An idempotent replay answers 200 (not 201) and says so in a header."""
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"

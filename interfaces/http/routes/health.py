@@ -1,0 +1,31 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+
+from application.store import StoreConfigError
+from interfaces.http.deps import service
+from interfaces.http.routes._responses import problems
+from interfaces.http.schemas import HealthOut, ReadyOut
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger("payledger.http")
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get("/readyz", summary="The database answers", responses=problems(503))
+def readyz(request: Request) -> ReadyOut:
+    svc = service(request)
+    try:
+        svc.app.recorder.max_notification_id()
+    except Exception as e:  # whatever the cause, a store that cannot answer is not ready
+        log.warning("readiness check failed: %s", type(e).__name__)
+        raise StoreConfigError("the database did not answer") from e
+    return ReadyOut(status="ready", store=svc.settings.store.kind)
