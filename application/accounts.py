@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4, uuid5
@@ -54,7 +55,7 @@ class AccountHandlers:
                 raise IdempotencyKeyReused(
                     f"Idempotency-Key {cmd.idempotency_key!r} already opened a different account"
                 )
-            return AccountResult.of(existing)
+            return AccountResult.of(existing, replayed=True)
         account = Account.open(
             account_id=account_id, tenant=principal.tenant, owner=cmd.owner,
             currency=cmd.currency, kind=AccountKind(cmd.kind), overdraft_limit_minor=limit,
@@ -64,10 +65,12 @@ class AccountHandlers:
         return AccountResult.of(account)
 
     async def deposit(self, cmd: MakeDeposit, principal: Principal) -> DepositResult:
-        account = self.service.get_account(cmd.account_id, principal)
+        # Reads go to a thread: an async handler must never block the event loop on the store.
+        get_account = partial(self.service.get_account, cmd.account_id, principal)
+        account = await asyncio.to_thread(get_account)
         draft = validate_deposit(cmd, principal, account.currency)
         payment = await self.service.payments.execute(draft)
-        return DepositResult(payment, self.service.get_account(cmd.account_id, principal))
+        return DepositResult(payment, await asyncio.to_thread(get_account))
 
     async def close(self, cmd: CloseAccount, principal: Principal) -> AccountResult:
         return await self.service.commit(partial(self._decide_close, cmd, principal))

@@ -37,9 +37,10 @@ class AccountResult:
     version: int
     created_at: datetime
     updated_at: datetime
+    replayed: bool = False
 
     @classmethod
-    def of(cls, account: Account) -> AccountResult:
+    def of(cls, account: Account, *, replayed: bool = False) -> AccountResult:
         return cls(
             id=account.id,
             tenant=account.tenant,
@@ -54,6 +55,7 @@ class AccountResult:
             version=account.version,
             created_at=account.created_on,
             updated_at=account.modified_on,
+            replayed=replayed,
         )
 
 

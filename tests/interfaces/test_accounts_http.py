@@ -55,6 +55,8 @@ def test_open_with_idempotency_key_opens_one_account(client: httpx.Client) -> No
     )
 
     assert first.json()["id"] == again.json()["id"]
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert_problem(other, 422, "idempotency_key_reused")
 
 
@@ -168,3 +170,4 @@ def test_close_account(api: Api) -> None:
         }
     ).json()
     assert (paid["status"], paid["failure_code"]) == ("failed", "account_closed")
+

@@ -20,15 +20,23 @@ from interfaces.http.schemas import AccountIn, AccountOut, DepositIn, DepositOut
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
 
-@router.post("", status_code=201, summary="Open an account", responses=problems(422, 503))
+@router.post(
+    "",
+    status_code=201,
+    summary="Open an account",
+    responses={**replay(AccountOut), **problems(422, 503)},
+)
 async def open_account(
     body: AccountIn,
     request: Request,
+    response: Response,
     principal: CurrentPrincipal,
     key: OptionalIdempotencyKey = None,
 ) -> AccountOut:
-    """With an `Idempotency-Key`, retrying opens no second account."""
-    return AccountOut.of(await service(request).accounts.open(body.to_command(key), principal))
+    """With an `Idempotency-Key`, retrying opens no second account (and answers 200)."""
+    result = await service(request).accounts.open(body.to_command(key), principal)
+    mark_replay(response, result.replayed)
+    return AccountOut.of(result)
 
 
 @router.get("/{account_id}", summary="Get an account", responses=problems(404, 422))
