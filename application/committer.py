@@ -72,6 +72,8 @@ class _Tried(Enum):
     SAVED = "saved"  # every caller answered
     CONFLICT = "conflict"  # the save hit the store's uniqueness: redo from fresh state
     UNSAFE = "unsafe"  # a command raised after changing something: redo one by one
+
+
 GROUP_ATTEMPTS = 4
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.1

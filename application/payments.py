@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING
@@ -26,7 +26,7 @@ from application.ledger_access import check_party, ensure_entry_accounts
 from application.results import PaymentResult
 from application.unit_of_work import UnitOfWork
 from domain.accounts import Account
-from domain.errors import IdempotencyKeyReused, PaymentNotFound, RequestInProgress
+from domain.errors import IdempotencyKeyReused, PaymentNotFound
 from domain.money import format_amount
 from domain.payments import Payment, PaymentKind
 from domain.posting import post_entry, settlement_entry
@@ -37,12 +37,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.025
+ABANDON_GRACE = timedelta(seconds=5)
 
 
 class Next(Enum):
     DONE = "done"  # final (or replayed): answer now
     SEND = "send"  # intent saved: call the channel
     WAIT = "wait"  # the same request is in flight elsewhere: wait for it
+    TAKE_OVER = "take_over"  # the same request was left submitted by a process that died
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,22 @@ class PaymentHandlers:
         if begun.next is Next.DONE:
             return begun.result
         if begun.next is Next.WAIT:
-            return await self._wait_until_done(draft.payment_id)
+            finished = await self._wait_until_done(draft.payment_id)
+            if finished is not None:
+                return finished
+        # SEND, or TAKE_OVER: the same request found submitted and abandoned (its process died
+        # after saving the intent). The channel deduplicates on our payment id, so sending again
+        # never pays twice, and the outcome is recorded only if the payment is still submitted.
         outcome = await self._call_channel(draft)
-        return await self.service.commit(partial(self._decide_outcome, draft.payment_id, outcome))
+        result = await self.service.commit(partial(self._decide_outcome, draft.payment_id, outcome))
+        return replace(result, replayed=begun.next is not Next.SEND)
 
     # --- step 1 --------------------------------------------------------------------------------
 
     def _decide_intent(self, draft: PaymentDraft, uow: UnitOfWork) -> Begun:
         existing = uow.get_if_known(draft.payment_id, Payment)
         if existing is not None:
-            return self._replay(existing, draft)
+            return self._replay(existing, draft, uow)
         at, actor = uow.now, draft.client
         payment = Payment.request(
             payment_id=draft.payment_id, tenant=draft.tenant, kind=draft.kind,
@@ -95,14 +103,16 @@ class PaymentHandlers:
         payment.mark_submitted(at=at, actor=actor)
         return Begun(Next.SEND, PaymentResult.of(payment))
 
-    def _replay(self, existing: Payment, draft: PaymentDraft) -> Begun:
+    def _replay(self, existing: Payment, draft: PaymentDraft, uow: UnitOfWork) -> Begun:
         if existing.request_fingerprint != draft.fingerprint:
             raise IdempotencyKeyReused(
                 f"Idempotency-Key {draft.idempotency_key!r} was already used for a different "
                 "request; use a new key for a new payment"
             )
         if existing.is_in_flight:
-            return Begun(Next.WAIT, PaymentResult.of(existing, replayed=True))
+            abandoned = uow.now - existing.modified_on > self._abandoned_after()
+            step = Next.TAKE_OVER if abandoned else Next.WAIT
+            return Begun(step, PaymentResult.of(existing, replayed=True))
         return Begun(Next.DONE, PaymentResult.of(existing, replayed=True))
 
     def _check_rules(
@@ -194,15 +204,18 @@ class PaymentHandlers:
 
     # --- duplicates in flight ------------------------------------------------------------------
 
-    async def _wait_until_done(self, payment_id: UUID) -> PaymentResult:
-        deadline_s = self.service.settings.channel_timeout_ms / 1000 + 5
+    def _abandoned_after(self) -> timedelta:
+        """A payment still submitted this long after its last event has lost its process:
+        the sender would have recorded an outcome (at worst ``exception``) by then."""
+        return timedelta(milliseconds=self.service.settings.channel_timeout_ms) + ABANDON_GRACE
+
+    async def _wait_until_done(self, payment_id: UUID) -> PaymentResult | None:
+        """The payment once its sender has finished it, or None if it never does."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + deadline_s
+        until = loop.time() + self._abandoned_after().total_seconds()
         while loop.time() < until:
             await asyncio.sleep(POLL_INTERVAL_S)
             payment = await asyncio.to_thread(self.service.load_payment, payment_id)
             if payment is not None and not payment.is_in_flight:
                 return replace(PaymentResult.of(payment), replayed=True)
-        raise RequestInProgress(
-            f"payment {payment_id} is still being processed; retry with the same key later"
-        )
+        return None

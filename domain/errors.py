@@ -78,12 +78,6 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
-class RequestInProgress(Conflict):
-    """A request with this idempotency key is still being processed."""
-
-    code = "idempotency_request_in_progress"
-
-
 class IllegalTransition(PayledgerError):
     """A state machine was asked to move along an edge it does not have."""
 

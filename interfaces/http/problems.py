@@ -31,7 +31,6 @@ from domain.errors import (
     IllegalTransition,
     NotFound,
     PayledgerError,
-    RequestInProgress,
     ValidationError,
 )
 from interfaces.http.schemas import AMOUNT_FIELDS, TAGGED_UNIONS
@@ -83,7 +82,6 @@ RULES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Rule],
     (IdempotencyKeyReused, Rule(422, "Idempotency key reused")),
     (ValidationError, Rule(422, "Invalid request")),
     (NotFound, Rule(404, "Not found")),
-    (RequestInProgress, Rule(409, "Request in progress", retry=True)),
     ((AccountRuleViolation, IllegalTransition, Conflict), Rule(409, "Conflict")),
     ((Overloaded, ConcurrencyConflict, CommitterStopped), Rule(503, "Try again", retry=True)),
     # Before TimeoutError: the library's "no connection available" is both.

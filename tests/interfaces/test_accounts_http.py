@@ -170,4 +170,3 @@ def test_close_account(api: Api) -> None:
         }
     ).json()
     assert (paid["status"], paid["failure_code"]) == ("failed", "account_closed")
-
