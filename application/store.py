@@ -50,6 +50,10 @@ class StoreConfig:
                 "SQLITE_DBNAME": self.sqlite_path,
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "CREATE_TABLE": create,
+                # Same table and semantics, multi-row inserts (see application/sqlite_recorder.py).
+                "APPLICATION_RECORDER_TOPIC": (
+                    "application.sqlite_recorder:FastSQLiteApplicationRecorder"
+                ),
             }
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",

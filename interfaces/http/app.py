@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
         version=_version(),
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry probes the global providers on every request; we
+        # export our own metrics (Prometheus) and switch it off until tracing is wanted.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
