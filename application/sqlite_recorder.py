@@ -46,6 +46,7 @@ def _statement(table: str, rows: int) -> str:
     if key not in _STATEMENTS:
         values = ",".join(["(?,?,?,?)"] * rows)
         _STATEMENTS[key] = (
-            f"INSERT INTO {table} VALUES {values} RETURNING rowid, originator_id, originator_version"
+            f"INSERT INTO {table} VALUES {values} "
+            "RETURNING rowid, originator_id, originator_version"
         )
     return _STATEMENTS[key]

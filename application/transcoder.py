@@ -6,7 +6,7 @@ through the library's registered transcodings, so what is stored is the same
 (``{"_type_": "datetime_iso", "_data_": ...}``) and the library's decoder reads it back.
 
 One difference: orjson writes a UUID as a plain string. Events keep ids as strings for that
-reason (see ``domain/``); ``tests/application/test_recorders.py`` checks every event type round-trips.
+reason (see ``domain/``); ``tests/application/test_recorders.py`` round-trips every event type.
 """
 
 from __future__ import annotations
