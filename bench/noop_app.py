@@ -10,10 +10,14 @@ the same request shape.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, Header
 from pydantic import BaseModel, ConfigDict, Field
+
+from interfaces.http.tuning import tune_process
 
 
 class NoopBody(BaseModel):
@@ -26,8 +30,18 @@ class NoopBody(BaseModel):
     payee_account_id: str = Field(max_length=64)
 
 
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    tune_process()  # the same process tuning as the real API, so the ratio compares like with like
+    yield
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="payledger no-op baseline")
+    app = FastAPI(
+        title="payledger no-op baseline",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},  # as the real API
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

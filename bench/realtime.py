@@ -298,7 +298,7 @@ def noop_cmd(port: int, log_level: str) -> list[str]:
     # The same uvicorn.run call as interfaces/cli/serve.py, with the no-op app.
     code = (
         "import uvicorn; uvicorn.run('bench.noop_app:create_app', factory=True, "
-        f"host='127.0.0.1', port={port}, workers=1, log_level={log_level!r})"
+        f"host='127.0.0.1', port={port}, workers=1, log_level={log_level!r}, access_log=False)"
     )
     return [sys.executable, "-c", code]
 

@@ -48,11 +48,14 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes.")] = 1,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level.")] = LogLevel.info,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (costs ~15% of the request path).")
+    ] = False,
 ) -> None:
     """Check the configuration and the database, create the tables, and serve the HTTP API.
 
     A bad setting or an unreachable database prints one line on stderr and exits with 2."""
-    run_server(host, port, workers, log_level.value)
+    run_server(host, port, workers, log_level.value, access_log=access_log)
 
 
 @db_app.command("init")

@@ -22,7 +22,7 @@ class LogLevel(StrEnum):
     trace = "trace"
 
 
-def serve(host: str, port: int, workers: int, log_level: str) -> None:
+def serve(host: str, port: int, workers: int, log_level: str, *, access_log: bool = False) -> None:
     settings = load_settings()
     try:
         store = init_store(settings)
@@ -46,4 +46,5 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
         port=port,
         workers=workers,
         log_level=log_level,
+        access_log=access_log,
     )

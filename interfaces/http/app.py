@@ -24,6 +24,7 @@ from application.store import StoreConfigError
 from interfaces.http import problems
 from interfaces.http.limits import BodySizeLimit
 from interfaces.http.routes import accounts, health, payments
+from interfaces.http.tuning import tune_process
 
 log = logging.getLogger("payledger.http")
 
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
         app.state.service = service or _start_service(settings)
+        if owned:
+            tune_process()  # a serving process, not a test embedding the app
         try:
             yield
         finally:
