@@ -68,7 +68,7 @@ class AccountHandlers:
         # Reads go to a thread: an async handler must never block the event loop on the store.
         get_account = partial(self.service.get_account, cmd.account_id, principal)
         account = await asyncio.to_thread(get_account)
-        draft = validate_deposit(cmd, principal, account.currency)
+        draft = validate_deposit(cmd, principal, account.currency, now=self.service.clock.now())
         payment = await self.service.payments.execute(draft)
         return DepositResult(payment, await asyncio.to_thread(get_account))
 

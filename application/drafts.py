@@ -11,7 +11,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -55,6 +55,7 @@ class PaymentDraft:
     payee: dict[str, Any]
     description: str | None
     metadata: dict[str, str]
+    received_at: datetime  # when the request arrived: the payment's "requested" time
     secret: dict[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -73,7 +74,7 @@ def check_idempotency_key(key: object) -> list[FieldError]:
 
 
 def validate_payment(
-    cmd: SubmitPayment, principal: Principal, *, today: date, secret_key: bytes
+    cmd: SubmitPayment, principal: Principal, *, now: datetime, secret_key: bytes
 ) -> PaymentDraft:
     errors = check_idempotency_key(cmd.idempotency_key)
     amount_minor = _amount(cmd.amount, cmd.currency, errors)
@@ -81,7 +82,7 @@ def validate_payment(
         errors.append(
             FieldError("channel", f"must be one of {', '.join(CHANNELS)}", "unknown_channel")
         )
-    payer, secret = _payer(cmd, today, secret_key, errors)
+    payer, secret = _payer(cmd, now.date(), secret_key, errors)
     payee = _payee(cmd, errors)
     _check_channel_fits(cmd, errors)
     _check_text(cmd.description, cmd.metadata, errors)
@@ -90,11 +91,13 @@ def validate_payment(
     assert amount_minor is not None and payer is not None and payee is not None
     return _draft(
         principal, PaymentKind.PAYMENT, cmd.idempotency_key, amount_minor, cmd.currency,
-        cmd.channel, payer, payee, cmd.description, dict(cmd.metadata), secret,
+        cmd.channel, payer, payee, cmd.description, dict(cmd.metadata), secret, now,
     )  # fmt: skip
 
 
-def validate_deposit(cmd: MakeDeposit, principal: Principal, currency: str) -> PaymentDraft:
+def validate_deposit(
+    cmd: MakeDeposit, principal: Principal, currency: str, *, now: datetime
+) -> PaymentDraft:
     """A deposit credits an account from the tenant's external funding source."""
     from domain.accounts import external_account_id
 
@@ -109,7 +112,7 @@ def validate_deposit(cmd: MakeDeposit, principal: Principal, currency: str) -> P
     payee = {"type": "account", "account_id": str(cmd.account_id)}
     return _draft(
         principal, PaymentKind.DEPOSIT, cmd.idempotency_key, amount_minor, currency,
-        "internal", payer, payee, "deposit", {}, {},
+        "internal", payer, payee, "deposit", {}, {}, now,
     )  # fmt: skip
 
 
@@ -125,6 +128,7 @@ def _draft(
     description: str | None,
     metadata: dict[str, str],
     secret: dict[str, str],
+    received_at: datetime,
 ) -> PaymentDraft:
     public_payer = {k: v for k, v in payer.items() if k != "token"}  # tokens are random per call
     fingerprint = hashlib.sha256(
@@ -157,6 +161,7 @@ def _draft(
         payee=payee,
         description=description,
         metadata=metadata,
+        received_at=received_at,
         secret=secret,
     )
 

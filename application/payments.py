@@ -79,12 +79,14 @@ class PaymentHandlers:
         if existing is not None:
             return self._replay(existing, draft, uow)
         at, actor = uow.now, draft.client
+        # Requested when the request arrived: time queued for the committer is latency too.
         payment = Payment.request(
             payment_id=draft.payment_id, tenant=draft.tenant, kind=draft.kind,
             client=draft.client, idempotency_key=draft.idempotency_key,
             request_fingerprint=draft.fingerprint, amount_minor=draft.amount_minor,
             currency=draft.currency, channel=draft.channel, payer=draft.payer, payee=draft.payee,
-            description=draft.description, metadata=draft.metadata, at=at, actor=actor,
+            description=draft.description, metadata=draft.metadata, at=draft.received_at,
+            actor=actor,
         )  # fmt: skip
         uow.add(payment)
         payer, _payee, refusal = self._check_rules(uow, draft)

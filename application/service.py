@@ -90,9 +90,7 @@ class Payledger:
     async def submit_payment(
         self, cmd: SubmitPayment, principal: Principal = ANONYMOUS
     ) -> PaymentResult:
-        draft = validate_payment(
-            cmd, principal, today=self.clock.now().date(), secret_key=self.secret_key
-        )
+        draft = validate_payment(cmd, principal, now=self.clock.now(), secret_key=self.secret_key)
         return await self.payments.execute(draft)
 
     # --- queries (from the event store until the read side exists) -----------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import date
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID, uuid4
 
@@ -92,7 +92,7 @@ def _refuse(cmd: SubmitPayment, errors: list[FieldError]) -> None:
         return
     reported = {_option(e.field) for e in errors}
     try:
-        validate_payment(cmd, ANONYMOUS, today=date.today(), secret_key=b"cli-precheck")
+        validate_payment(cmd, ANONYMOUS, now=datetime.now(UTC), secret_key=b"cli-precheck")
     except ValidationError as e:
         errors += [other for other in e.errors if _option(other.field) not in reported]
     raise ValidationError(errors)
