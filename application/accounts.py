@@ -40,10 +40,11 @@ class AccountHandlers:
             if cmd.idempotency_key
             else uuid4()
         )  # fmt: skip
-        decide = partial(self._decide_open, cmd, principal, account_id, limit_minor)
-        return await self.service.commit(decide)
+        return await self.service.commit(
+            "accounts", "decide_open", cmd, principal, account_id, limit_minor
+        )
 
-    def _decide_open(
+    def decide_open(
         self, cmd: OpenAccount, principal: Principal, account_id: UUID, limit: int, uow: UnitOfWork
     ) -> AccountResult:
         existing = uow.get(account_id, Account)
@@ -73,9 +74,9 @@ class AccountHandlers:
         return DepositResult(payment, await asyncio.to_thread(get_account))
 
     async def close(self, cmd: CloseAccount, principal: Principal) -> AccountResult:
-        return await self.service.commit(partial(self._decide_close, cmd, principal))
+        return await self.service.commit("accounts", "decide_close", cmd, principal)
 
-    def _decide_close(
+    def decide_close(
         self, cmd: CloseAccount, principal: Principal, uow: UnitOfWork
     ) -> AccountResult:
         account = uow.get(cmd.account_id, Account)

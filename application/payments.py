@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from functools import partial
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -58,7 +57,7 @@ class PaymentHandlers:
         self.service = service
 
     async def execute(self, draft: PaymentDraft) -> PaymentResult:
-        begun = await self.service.commit(partial(self._decide_intent, draft))
+        begun = await self.service.commit("payments", "decide_intent", draft)
         if begun.next is Next.DONE:
             return begun.result
         if begun.next is Next.WAIT:
@@ -69,12 +68,12 @@ class PaymentHandlers:
         # after saving the intent). The channel deduplicates on our payment id, so sending again
         # never pays twice, and the outcome is recorded only if the payment is still submitted.
         outcome = await self._call_channel(draft)
-        result = await self.service.commit(partial(self._decide_outcome, draft.payment_id, outcome))
+        result = await self.service.commit("payments", "decide_outcome", draft.payment_id, outcome)
         return replace(result, replayed=begun.next is not Next.SEND)
 
     # --- step 1 --------------------------------------------------------------------------------
 
-    def _decide_intent(self, draft: PaymentDraft, uow: UnitOfWork) -> Begun:
+    def decide_intent(self, draft: PaymentDraft, uow: UnitOfWork) -> Begun:
         existing = uow.get_if_known(draft.payment_id, Payment)
         if existing is not None:
             return self._replay(existing, draft, uow)
@@ -169,7 +168,7 @@ class PaymentHandlers:
 
     # --- step 3 --------------------------------------------------------------------------------
 
-    def _decide_outcome(
+    def decide_outcome(
         self, payment_id: UUID, outcome: ChannelResult, uow: UnitOfWork
     ) -> PaymentResult:
         payment = uow.get(payment_id, Payment)

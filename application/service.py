@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from domain.errors import AccountNotFound, PaymentNotFound
 from domain.payments import Payment
 
 T = TypeVar("T")
+DECISION_HANDLERS = frozenset({"accounts", "payments"})
 
 # Event attributes shown as the audit envelope rather than as data.
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
@@ -77,13 +79,22 @@ class Payledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def commit(self, decide: Decide[T]) -> T:
-        """Hand a decision to the committer and wait for its group to be saved."""
-        future = self.committer.submit(decide)
+    async def commit(self, handler: str, method: str, *args: Any) -> Any:
+        """Have the committer run ``self.<handler>.<method>(*args, uow)`` and save its group.
+
+        Decisions are named, not passed as closures, so that the committer can also live in
+        another process (``PAYLEDGER_COMMITTER=process``), which resolves the name on its own
+        service."""
+        future = self.committer.submit(self.decision(handler, method, *args))
         committed = await asyncio.wait_for(
             asyncio.wrap_future(future), self.settings.command_timeout_s
         )
         return committed.value
+
+    def decision(self, handler: str, method: str, *args: Any) -> Decide[Any]:
+        if handler not in DECISION_HANDLERS or not method.startswith("decide_"):
+            raise LookupError(f"no decision {handler}.{method}")
+        return partial(getattr(getattr(self, handler), method), *args)
 
     # --- commands ------------------------------------------------------------------------------
 

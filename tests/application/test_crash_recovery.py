@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from application.commands import ANONYMOUS
 from application.drafts import validate_payment
@@ -32,7 +31,7 @@ class LaterClock:
 def save_intent_then_die(database_url: str, cmd) -> None:  # type: ignore[no-untyped-def]
     with Payledger(make_settings(database_url)) as first:
         draft = validate_payment(cmd, ANONYMOUS, now=first.clock.now(), secret_key=first.secret_key)
-        begun = asyncio.run(first.commit(partial(first.payments._decide_intent, draft)))
+        begun = asyncio.run(first.commit("payments", "decide_intent", draft))
         assert begun.next.value == "send"  # the intent is durable; the channel never called
 
 
