@@ -125,6 +125,9 @@ class Committer:
         """Submit and wait (for synchronous callers: CLI, tests)."""
         return self.submit(decide).result(timeout=timeout_s)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._stopped:
             return

@@ -18,6 +18,7 @@ from application.channels.sandbox import SandboxChannel
 from application.clock import Clock, SystemClock
 from application.commands import ANONYMOUS, Principal, SubmitPayment
 from application.committer import Committer, Decide
+from application.committer_process import RemoteCommitter
 from application.drafts import validate_payment
 from application.payments import PaymentHandlers
 from application.results import AccountResult, EventRecord, PaymentResult
@@ -53,13 +54,17 @@ class Payledger:
             store.prepare()
         self.app = PayledgerApp(env=store.eventsourcing_env(create_table=create_tables))
         self.clock = clock or SystemClock()
-        self.committer = Committer(
-            self.app,
-            group_max=self.settings.commit_group_max,
-            queue_max=self.settings.commit_queue_max,
-            conflict_retries=self.settings.conflict_retries,
-            clock=self.clock,
-        )
+        self.committer: Committer | RemoteCommitter
+        if self.settings.committer == "process":
+            self.committer = RemoteCommitter(self.settings)
+        else:
+            self.committer = Committer(
+                self.app,
+                group_max=self.settings.commit_group_max,
+                queue_max=self.settings.commit_queue_max,
+                conflict_retries=self.settings.conflict_retries,
+                clock=self.clock,
+            )
         self.channels: dict[str, Channel] = channels or {
             name: SandboxChannel(name, self.settings.latency_ms(name))
             for name in CHANNELS
@@ -85,7 +90,10 @@ class Payledger:
         Decisions are named, not passed as closures, so that the committer can also live in
         another process (``PAYLEDGER_COMMITTER=process``), which resolves the name on its own
         service."""
-        future = self.committer.submit(self.decision(handler, method, *args))
+        if isinstance(self.committer, RemoteCommitter):
+            future = self.committer.submit_named(handler, method, args)
+        else:
+            future = self.committer.submit(self.decision(handler, method, *args))
         committed = await asyncio.wait_for(
             asyncio.wrap_future(future), self.settings.command_timeout_s
         )

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import FastAPI, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from interfaces.http.tuning import tune_process
+from application.tuning import tune_process
 
 
 class NoopBody(BaseModel):

@@ -274,8 +274,10 @@ class Server:
         self.log_file.close()
 
 
-def server_env(database_url: str | None) -> dict[str, str]:
+def server_env(database_url: str | None, committer: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYLEDGER_")}
+    if committer:
+        env["PAYLEDGER_COMMITTER"] = committer
     env["PAYLEDGER_SANDBOX_LATENCY_MS"] = SANDBOX_LATENCY
     env["PYTHONUNBUFFERED"] = "1"
     if database_url:
@@ -555,6 +557,7 @@ class Settings:
     mixes: tuple[str, ...] = MIXES
     server: str | None = None
     workers: int = 1
+    committer: str = "process"
 
 
 def measure_noop(
@@ -593,7 +596,9 @@ def measure_store(
         database_url = f"{PG_BASE}?schema={schema}"
     port = free_port()
     cmd = payledger_cmd(port, cfg.log_level, cfg.server, cfg.workers)
-    server = Server(store, cmd, server_env(database_url), port, tmp / f"server-{store}.log")
+    server = Server(
+        store, cmd, server_env(database_url, cfg.committer), port, tmp / f"server-{store}.log"
+    )
     out: dict[str, Any] = {"database_url": database_url, "mixes": {}}
     try:
         t0 = time.monotonic()
@@ -799,6 +804,12 @@ def main(argv: list[str] | None = None) -> int:
         help="payledger serve --workers N (the goals are for 1; the no-op stays at 1)",
     )
     p.add_argument(
+        "--committer",
+        choices=("thread", "process"),
+        default="process",  # what payledger serve uses by default
+        help="PAYLEDGER_COMMITTER for the server: a thread of the API process or its own process",
+    )
+    p.add_argument(
         "--server",
         default=None,
         help="experiments only: a Python script (and flags) to serve instead of "
@@ -828,6 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         mixes=tuple(m.strip() for m in args.mixes.split(",") if m.strip()),
         server=args.server,
         workers=args.workers,
+        committer=args.committer,
     )
     for m in cfg.mixes:
         if m not in MIXES:
@@ -852,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
             "sandbox_latency_ms": json.loads(SANDBOX_LATENCY),
             "server": f"EXPERIMENT: {cfg.server}"
             if cfg.server
-            else f"payledger serve --workers {cfg.workers} (uvicorn)",
+            else f"payledger serve --workers {cfg.workers} (uvicorn), "
+            f"PAYLEDGER_COMMITTER={cfg.committer}",
             "max_generator": f"wrk -t{cfg.connections} -c{cfg.connections} --timeout 30s "
             "(closed loop, one connection per thread)"
             if use_wrk

@@ -19,6 +19,20 @@ class PayledgerError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuild from the attributes, not from __init__'s arguments (subclasses differ), so an
+        # error can cross a process boundary (the committer process answers with it).
+        return _restore, (type(self), self.args, dict(vars(self)))
+
+
+def _restore(
+    cls: type[PayledgerError], args: tuple[object, ...], state: dict[str, object]
+) -> PayledgerError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    vars(error).update(state)
+    return error
+
 
 @dataclass(frozen=True)
 class FieldError:

@@ -2,4 +2,5 @@
 
 from interfaces.cli.main import main
 
-main()
+if __name__ == "__main__":  # the committer process is spawned and must not run the CLI again
+    main()

@@ -32,6 +32,10 @@ def serve(host: str, port: int, workers: int, log_level: str, *, access_log: boo
     if workers > 1:
         # Many processes creating tables at once fails ("tuple concurrently updated"); done above.
         os.environ["PAYLEDGER_CREATE_TABLES"] = "n"
+    if "PAYLEDGER_COMMITTER" not in os.environ and not store.is_memory:
+        # A server decides and saves in a process of its own: HTTP and the ledger each get a
+        # core and a GIL (~1.6x the payments/s of a committer thread, docs/performance.md).
+        os.environ["PAYLEDGER_COMMITTER"] = "process"
     sys.stdout.write(
         f"payledger: store {store.describe()}\n"
         f"payledger: serving on http://{host}:{port} with {workers} worker(s)\n"

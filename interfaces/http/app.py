@@ -21,10 +21,10 @@ from fastapi import FastAPI
 from application.service import Payledger
 from application.settings import Settings
 from application.store import StoreConfigError
+from application.tuning import tune_process
 from interfaces.http import problems
 from interfaces.http.limits import BodySizeLimit
 from interfaces.http.routes import accounts, health, payments
-from interfaces.http.tuning import tune_process
 
 log = logging.getLogger("payledger.http")
 

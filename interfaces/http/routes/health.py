@@ -6,6 +6,7 @@ import logging
 
 from fastapi import APIRouter, Request
 
+from application.committer import CommitterStopped
 from application.store import StoreConfigError
 from interfaces.http.deps import service
 from interfaces.http.routes._responses import problems
@@ -20,9 +21,13 @@ async def healthz() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@router.get("/readyz", summary="The database answers", responses=problems(503))
+@router.get(
+    "/readyz", summary="The database answers and commands can be saved", responses=problems(503)
+)
 def readyz(request: Request) -> ReadyOut:
     svc = service(request)
+    if not svc.committer.is_alive():
+        raise CommitterStopped("the committer is not running: commands cannot be saved")
     try:
         svc.app.recorder.max_notification_id()
     except Exception as e:  # whatever the cause, a store that cannot answer is not ready

@@ -1,0 +1,172 @@
+"""The committer in a process of its own (``PAYLEDGER_COMMITTER=process``).
+
+With the committer as a thread, the HTTP event loop and the committer share one GIL: each waits
+for the other, and the committer's save is slowed by waiting to get the GIL back after every
+database call (docs/performance.md). Here the API process sends named decisions
+``(handler, method, args)`` over a pipe to a child process that runs its own ``Payledger`` with a
+thread committer, and answers each with its result or its error. Each process gets its own GIL.
+
+Card numbers never cross the pipe: decisions do not need them (the channel is called by the API
+process), and drafts are sent without their secret.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+from concurrent.futures import Future
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import Any
+
+from application.committer import Committed, Committer, CommitterStopped, Overloaded
+from application.settings import Settings
+from application.store import StoreConfigError
+from application.tuning import tune_process
+from domain.errors import PayledgerError
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+class RemoteCommitterError(PayledgerError):
+    """An error in the committer process that could not be sent back as itself."""
+
+    code = "internal_error"
+
+
+class RemoteCommitter:
+    """The API process's end: ``submit_named()`` returns a future of ``Committed``."""
+
+    def __init__(self, settings: Settings) -> None:
+        context = multiprocessing.get_context("spawn")  # no inherited threads, pools or locks
+        self._conn, child_end = context.Pipe()
+        values = settings.model_dump(mode="json") | {"committer": "thread"}
+        self._process = context.Process(
+            target=run_committer, args=(child_end, values), name="payledger-committer"
+        )
+        self._process.start()
+        child_end.close()
+        self._check_started()
+        self.queue_max = settings.commit_queue_max
+        self.stats: dict[str, float] = {}
+        self._futures: dict[int, Future[Committed[Any]]] = {}
+        self._ids = itertools.count()
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="payledger-committer-reader")
+        self._reader.daemon = True
+        self._reader.start()
+
+    def submit_named(self, handler: str, method: str, args: tuple[Any, ...]) -> Future[Any]:
+        if len(self._futures) >= self.queue_max:
+            raise Overloaded("too many commands waiting; retry shortly")
+        future: Future[Committed[Any]] = Future()
+        request_id = next(self._ids)
+        self._futures[request_id] = future
+        try:
+            with self._send_lock:
+                self._conn.send((request_id, handler, method, args))
+        except (OSError, ValueError) as e:
+            self._futures.pop(request_id, None)
+            raise CommitterStopped("the committer process is gone") from e
+        return future
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        try:
+            with self._send_lock:
+                self._conn.send(None)
+        except (OSError, ValueError):
+            pass  # already gone
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout_s)
+        self._conn.close()
+
+    def _check_started(self) -> None:
+        if not self._conn.poll(START_TIMEOUT_S):
+            self._process.terminate()
+            raise StoreConfigError("the committer process did not start in time")
+        status, detail = self._conn.recv()
+        if status != "ready":
+            self._process.join(STOP_TIMEOUT_S)
+            raise StoreConfigError(f"the committer process could not start: {detail}")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                request_id, ok, value = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            future = self._futures.pop(request_id, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(CommitterStopped("the committer process stopped"))
+        self._futures.clear()
+
+
+def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
+    """The committer process: decide and save what the API process sends, answer each."""
+    from application.service import Payledger  # in the child, after spawn
+
+    # Ctrl+C reaches the whole process group: the API process decides when this one stops
+    # (it sends None on shutdown; a closed pipe also ends it), so unfinished groups are saved.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    try:
+        service = Payledger(Settings(**settings_values), create_tables=False)
+    except Exception as e:
+        conn.send(("error", str(e)))
+        return
+    tune_process()  # the same GC and GIL tuning as the API process (application/tuning.py)
+    conn.send(("ready", None))
+    committer = service.committer
+    assert isinstance(committer, Committer)  # the child's own committer is a thread
+    send_lock = threading.Lock()
+
+    def answer(request_id: int, future: Future[Committed[Any]]) -> None:
+        error = future.exception()
+        message = (request_id, True, future.result()) if error is None else (
+            request_id, False, _portable(error),
+        )  # fmt: skip
+        with send_lock:
+            conn.send(message)
+
+    try:
+        while (request := conn.recv()) is not None:
+            request_id, handler, method, args = request
+            try:
+                future = committer.submit(service.decision(handler, method, *args))
+            except Exception as e:
+                with send_lock:
+                    conn.send((request_id, False, _portable(e)))
+                continue
+            future.add_done_callback(partial(answer, request_id))
+    except EOFError:
+        pass  # the API process went away
+    finally:
+        service.close()
+
+
+def _portable(error: BaseException) -> BaseException:
+    """The error itself if it survives pickling, else a summary of it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        log.exception("committer error that cannot cross the pipe")
+        return RemoteCommitterError(f"{type(error).__name__}: {error}")

@@ -1,0 +1,84 @@
+"""The committer in its own process (PAYLEDGER_COMMITTER=process) behaves like the thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from application.committer_process import RemoteCommitter
+from application.service import Payledger
+from domain.errors import IdempotencyKeyReused
+from tests.application.helpers import (
+    CARD_DECLINED,
+    IBAN_AC04,
+    Driver,
+    fresh_key,
+    payment_command,
+)
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def remote(database_url: str) -> Iterator[Payledger]:
+    with Payledger(make_settings(database_url, committer="process")) as svc:
+        assert isinstance(svc.committer, RemoteCommitter)
+        yield svc
+
+
+def test_payments_of_every_kind_through_the_committer_process(remote: Payledger) -> None:
+    d = Driver(remote)
+    payer, shop = d.open("payer", "EUR"), d.open("shop", "EUR", kind="merchant")
+    d.deposit(payer, "100.00")
+
+    paid = d.pay("10.00", currency="EUR", payer=payer, payee=shop)
+    declined = d.pay("5.00", currency="EUR", channel="card", payee=shop, card_number=CARD_DECLINED)
+    closed = d.pay("7.00", currency="EUR", channel="bank_transfer", payer=payer, iban=IBAN_AC04)
+    refused = d.pay("1000.00", currency="EUR", payer=payer, payee=shop)
+
+    assert (paid.status, declined.failure_code, closed.failure_code, refused.failure_code) == (
+        "succeeded", "card_declined", "AC04", "insufficient_funds",
+    )  # fmt: skip
+    assert (d.balance(payer), d.reserved(payer), d.balance(shop)) == (9000, 0, 1000)
+    d.check_books()
+
+
+def test_errors_cross_the_process_boundary_as_themselves(remote: Payledger) -> None:
+    d = Driver(remote)
+    payer, shop = d.open("payer", "CNY"), d.open("shop", "CNY")
+    d.deposit(payer, "50.00")
+    key = fresh_key()
+    d.submit(payment_command("1.00", key=key, payer=payer, payee=shop))
+
+    with pytest.raises(IdempotencyKeyReused) as raised:
+        d.submit(payment_command("2.00", key=key, payer=payer, payee=shop))
+
+    assert raised.value.code == "idempotency_key_reused"
+    assert key in raised.value.message
+
+
+def test_concurrent_identical_requests_make_one_payment(remote: Payledger) -> None:
+    d = Driver(remote)
+    payer, shop = d.open("payer", "CNY"), d.open("shop", "CNY")
+    d.deposit(payer, "50.00")
+    cmd = payment_command("3.00", key=fresh_key(), payer=payer, payee=shop)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: asyncio.run(remote.submit_payment(cmd)), range(20)))
+
+    assert len({r.id for r in results}) == 1
+    assert {r.status for r in results} == {"succeeded"}
+    assert sum(not r.replayed for r in results) == 1
+    assert d.balance(payer) == 4700
+
+
+def test_closing_the_service_stops_the_committer_process(database_url: str) -> None:
+    svc = Payledger(make_settings(database_url, committer="process"))
+    committer = svc.committer
+    assert isinstance(committer, RemoteCommitter) and committer.is_alive()
+
+    svc.close()
+
+    assert not committer.is_alive()
