@@ -784,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--log-level",
         default="info",
-        help="uvicorn log level for both servers (info = the CLI default, access log on)",
+        help="uvicorn log level for both servers (info is the CLI default; access logs stay off)",
     )
     p.add_argument(
         "--profile",
