@@ -24,7 +24,7 @@ from application.commands import (
 )
 from application.results import AccountResult, DepositResult, EventRecord, PaymentResult
 from domain.money import MAX_AMOUNT_TEXT_LENGTH, format_amount
-from interfaces.http.examples import ACCOUNT_EXAMPLE, PAYMENT_OUT_EXAMPLE
+from interfaces.http.examples import ACCOUNT_EXAMPLE, PAYMENT_EXAMPLES, PAYMENT_OUT_EXAMPLE
 
 # --- bounded field types ---------------------------------------------------------------------
 
@@ -107,27 +107,8 @@ class PaymentIn(InputModel):
     """A real-time payment: one payer (`payer_account_id` or `payment_method`) and one payee
     (`payee_account_id` or `beneficiary`)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "amount": "40.50",
-                    "currency": "CNY",
-                    "channel": "card",
-                    "payment_method": {
-                        "type": "card",
-                        "number": "4242424242424242",
-                        "exp_month": 12,
-                        "exp_year": 2030,
-                        "cvc": "123",
-                    },
-                    "payee_account_id": "6f1c1d3e-8d6b-4a8e-9a55-3f0a1c2b7e10",
-                    "description": "order 1001",
-                    "metadata": {"order_id": "1001"},
-                }
-            ]
-        }
-    )
+    # The schema's own example is the card one the request body documents (examples.py).
+    model_config = ConfigDict(json_schema_extra={"examples": [PAYMENT_EXAMPLES["card"]["value"]]})
 
     amount: Amount
     currency: Currency
