@@ -116,7 +116,12 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[subprocess.Popen[str]] = []
     logs = []
 
-    def start(database_url: str | None, *serve_args: str, cwd: Path | None = None) -> Server:
+    def start(
+        database_url: str | None,
+        *serve_args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Server:
         port = free_port()
         log_path = tmp_path / f"server-{port}.log"
         log_file = log_path.open("w")
@@ -124,7 +129,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         process = subprocess.Popen(
             payledger_cmd("serve", "--port", str(port), *serve_args),
             cwd=cwd or tmp_path,
-            env=clean_env(database_url),
+            env=clean_env(database_url, **(env or {})),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             text=True,
