@@ -27,6 +27,7 @@ from application.commands import (
     SubmitPayment,
     WalletMethod,
 )
+from domain.accounts import external_account_id
 from domain.cards import validate_card
 from domain.errors import FieldError, ValidationError
 from domain.money import currency_exponent, parse_amount
@@ -99,8 +100,6 @@ def validate_deposit(
     cmd: MakeDeposit, principal: Principal, currency: str, *, now: datetime
 ) -> PaymentDraft:
     """A deposit credits an account from the tenant's external funding source."""
-    from domain.accounts import external_account_id
-
     errors = check_idempotency_key(cmd.idempotency_key)
     if cmd.currency is not None and cmd.currency != currency:
         errors.append(FieldError("currency", f"the account is in {currency}", "currency_mismatch"))
