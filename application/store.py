@@ -42,11 +42,18 @@ class StoreConfig:
             f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}?schema={self.schema}"
         )
 
-    def eventsourcing_env(self, *, create_table: bool = True) -> dict[str, str]:
+    def eventsourcing_env(
+        self, *, create_table: bool = True, audit_key: bytes | None = None
+    ) -> dict[str, str]:
+        """``audit_key`` keys the events' hash chain (application/audit.py); without it the
+        recorders use the key of the default development secret."""
         create = "y" if create_table else "n"
+        # PERSISTENCE_MODULE names our factories: the library's, also handing this key to the
+        # recorders.
+        audit = {"PAYLEDGER_AUDIT_KEY": audit_key.hex()} if audit_key else {}
         if self.kind == "sqlite":
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "application.sqlite_recorder:PayledgerSQLiteFactory",
                 "SQLITE_DBNAME": self.sqlite_path,
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "CREATE_TABLE": create,
@@ -54,9 +61,10 @@ class StoreConfig:
                 "APPLICATION_RECORDER_TOPIC": (
                     "application.sqlite_recorder:FastSQLiteApplicationRecorder"
                 ),
+                **audit,
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "application.pg_recorder:PayledgerPostgresFactory",
             "POSTGRES_DBNAME": self.dbname,
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),
@@ -72,6 +80,7 @@ class StoreConfig:
             "CREATE_TABLE": create,
             # Same tables and semantics, faster batch insert (see application/pg_recorder.py).
             "APPLICATION_RECORDER_TOPIC": "application.pg_recorder:FastPostgresApplicationRecorder",
+            **audit,
         }
 
     def check_reachable(self, timeout_s: int = 3) -> None:
