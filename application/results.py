@@ -38,6 +38,9 @@ class AccountResult:
     created_at: datetime
     updated_at: datetime
     replayed: bool = False
+    # Set only on a state from the past (time travel): the version and the time it reflects.
+    as_of_version: int | None = None
+    as_of: datetime | None = None
 
     @classmethod
     def of(cls, account: Account, *, replayed: bool = False) -> AccountResult:
@@ -81,6 +84,9 @@ class PaymentResult:
     latency_ms: int | None
     version: int
     replayed: bool = False
+    # Set only on a state from the past (time travel): the version and the time it reflects.
+    as_of_version: int | None = None
+    as_of: datetime | None = None
 
     @classmethod
     def of(cls, payment: Payment, *, replayed: bool = False) -> PaymentResult:

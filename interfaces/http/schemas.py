@@ -12,7 +12,16 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_serializer,
+)
 
 from application.commands import (
     BankBeneficiary,
@@ -171,8 +180,27 @@ class DepositIn(InputModel):
 
 # --- outputs ---------------------------------------------------------------------------------
 
+#: Fields present only in a state from the past (``?as_of_version=`` / ``?as_of=``), so that
+#: today's answers keep their exact shape.
+TIME_TRAVEL_FIELDS = ("as_of_version", "as_of")
+AS_OF_VERSION_HELP = "Only when time travel was asked: the aggregate version this state reflects"
 
-class AccountOut(BaseModel):
+
+class TimeTravelOut(BaseModel):
+    """Leaves the time-travel fields out of the JSON unless they are set."""
+
+    # Deliberately unannotated return: pydantic would document the model as that type instead.
+    @model_serializer(mode="wrap")
+    def _omit_unset_time_travel(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in TIME_TRAVEL_FIELDS:
+                if name in data and data[name] is None:
+                    del data[name]
+        return data
+
+
+class AccountOut(TimeTravelOut):
     model_config = ConfigDict(json_schema_extra={"examples": [ACCOUNT_EXAMPLE]})
 
     id: UUID
@@ -185,6 +213,10 @@ class AccountOut(BaseModel):
     overdraft_limit: str | None = Field(description="null for unlimited system accounts")
     closed: bool
     created_at: datetime
+    as_of_version: int | None = Field(default=None, description=AS_OF_VERSION_HELP)
+    as_of: datetime | None = Field(
+        default=None, description="Only with `?as_of=`: the instant (UTC) this state is as of"
+    )
 
     @classmethod
     def of(cls, a: AccountResult) -> AccountOut:
@@ -199,10 +231,12 @@ class AccountOut(BaseModel):
             overdraft_limit=_amount_or_none(a.overdraft_limit_minor, a.currency),
             closed=a.closed,
             created_at=a.created_at,
+            as_of_version=a.as_of_version,
+            as_of=a.as_of,
         )
 
 
-class PaymentOut(BaseModel):
+class PaymentOut(TimeTravelOut):
     model_config = ConfigDict(json_schema_extra={"examples": [PAYMENT_OUT_EXAMPLE]})
 
     id: UUID
@@ -222,6 +256,11 @@ class PaymentOut(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     latency_ms: int | None
+    as_of_version: int | None = Field(default=None, description=AS_OF_VERSION_HELP)
+    as_of: datetime | None = Field(
+        default=None,
+        description="Only with `?as_of_version=`: when that version was recorded",
+    )
 
     @classmethod
     def fields_of(cls, p: PaymentResult) -> dict[str, Any]:
@@ -243,6 +282,8 @@ class PaymentOut(BaseModel):
             "created_at": p.created_at,
             "completed_at": p.completed_at,
             "latency_ms": p.latency_ms,
+            "as_of_version": p.as_of_version,
+            "as_of": p.as_of,
         }
 
     @classmethod
