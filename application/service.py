@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
@@ -13,6 +16,7 @@ from eventsourcing.utils import get_topic
 
 from application.accounts import AccountHandlers
 from application.app import PayledgerApp
+from application.audit import derive_key
 from application.channels.base import CHANNELS, Channel
 from application.channels.sandbox import SandboxChannel
 from application.clock import Clock, SystemClock
@@ -20,6 +24,7 @@ from application.commands import ANONYMOUS, Principal, SubmitPayment
 from application.committer import Committer, Decide
 from application.committer_process import RemoteCommitter
 from application.drafts import validate_payment
+from application.history import account_as_of, parse_as_of, payment_as_of_version
 from application.payments import PaymentHandlers
 from application.results import AccountResult, EventRecord, PaymentResult
 from application.settings import Settings
@@ -28,6 +33,9 @@ from domain.errors import AccountNotFound, PaymentNotFound
 from domain.payments import Payment
 
 T = TypeVar("T")
+# The log position of the current request's last save, for read-your-writes: each asyncio
+# task (one per HTTP request) has its own copy.
+LAST_POSITION: ContextVar[int | None] = ContextVar("payledger_last_position", default=None)
 DECISION_HANDLERS = frozenset({"accounts", "payments"})
 
 # Event attributes shown as the audit envelope rather than as data.
@@ -52,7 +60,11 @@ class Payledger:
         store.check_reachable()
         if create_tables:
             store.prepare()
-        self.app = PayledgerApp(env=store.eventsourcing_env(create_table=create_tables))
+        self.app = PayledgerApp(
+            env=store.eventsourcing_env(
+                create_table=create_tables, audit_key=derive_key(self.settings.secret_key)
+            )
+        )
         self.clock = clock or SystemClock()
         self.committer: Committer | RemoteCommitter
         if self.settings.committer == "process":
@@ -73,6 +85,8 @@ class Payledger:
         self.secret_key = self.settings.secret_key.encode()
         self.accounts = AccountHandlers(self)
         self.payments = PaymentHandlers(self)
+        # Called after each save (the read side follows the log sooner than its next poll).
+        self.on_commit: Callable[[], None] | None = None
 
     def close(self) -> None:
         self.committer.stop()
@@ -97,6 +111,10 @@ class Payledger:
         committed = await asyncio.wait_for(
             asyncio.wrap_future(future), self.settings.command_timeout_s
         )
+        if committed.position is not None:
+            LAST_POSITION.set(committed.position)
+            if self.on_commit is not None:
+                self.on_commit()
         return committed.value
 
     def decision(self, handler: str, method: str, *args: Any) -> Decide[Any]:
@@ -128,6 +146,22 @@ class Payledger:
         if not isinstance(account, Account) or account.tenant != principal.tenant:
             raise AccountNotFound(f"account {account_id} does not exist")
         return AccountResult.of(account)
+
+    # --- time travel (application/history.py: rebuilt from the aggregate's own events) ---------
+
+    def get_payment_as_of_version(
+        self, payment_id: UUID, version: int, principal: Principal = ANONYMOUS
+    ) -> PaymentResult:
+        """The payment as it was once its ``version``-th event was recorded (1 = requested)."""
+        return payment_as_of_version(self.app, payment_id, version, principal)
+
+    def get_account_as_of(
+        self, account_id: UUID, at: datetime | str, principal: Principal = ANONYMOUS
+    ) -> AccountResult:
+        """The account as it was at ``at``; text is ISO 8601, and a time without an offset
+        is UTC."""
+        when = parse_as_of(at) if isinstance(at, str) else at
+        return account_as_of(self.app, account_id, when, principal)
 
     def payment_events(
         self, payment_id: UUID, principal: Principal = ANONYMOUS

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # (application/committer_process.py; not with an in-memory SQLite database).
     committer: Literal["thread", "process"] = "thread"
     postgres_pool_size: int = Field(default=4, ge=1, le=100)
+    # The read side: "inline" keeps the views current from a thread of each API process (one
+    # leads, the others stand by); "off" when `payledger project --follow` runs elsewhere.
+    projections: Literal["inline", "off"] = "inline"
 
     @field_validator("sandbox_latency_ms")
     @classmethod

@@ -8,7 +8,8 @@ from uuid import UUID, uuid4
 import typer
 
 from application.commands import ANONYMOUS, CloseAccount, MakeDeposit, OpenAccount
-from interfaces.cli import output
+from interfaces.cli import output, views
+from interfaces.cli.payments import time_travel_json
 from interfaces.cli.runtime import run, service
 
 app = typer.Typer(help="Open, inspect, fund and close ledger accounts.", no_args_is_help=True)
@@ -40,14 +41,31 @@ def open_account(
 
 
 @app.command("show")
-def show_account(account_id: AccountId, as_json: Json = False) -> None:
+def show_account(
+    account_id: AccountId,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Time travel: the account as it was at this ISO 8601 time, e.g. "
+            "2026-01-31T12:00:00Z (no offset: UTC), rebuilt from its events.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Json = False,
+) -> None:
     """Show an account's balance, reservations and what is available."""
     with service() as svc:
-        account = svc.get_account(account_id, ANONYMOUS)
+        if as_of is None:
+            account = views.view_of_account(svc, account_id)
+        else:
+            account = svc.get_account_as_of(account_id, as_of, ANONYMOUS)
     if as_json:
-        output.print_json(output.account_json(account))
-    else:
-        output.print_account(account)
+        output.print_json(output.account_json(account) | time_travel_json(account))
+        return
+    if account.as_of is not None:
+        output.note(f"as of {account.as_of.isoformat()} (version {account.as_of_version})")
+    output.print_account(account)
 
 
 @app.command("deposit")

@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from domain.errors import ValidationError
 from domain.money import format_amount
-from interfaces.cli import accounts, output, payments
+from interfaces.cli import accounts, audit, output, payments, views
 from interfaces.cli.errors import EXIT_CODES_HELP, ErrorMappingGroup
 from interfaces.cli.runtime import init_store, load_settings, run, service
 from interfaces.cli.serve import LogLevel
@@ -37,7 +37,13 @@ app.add_typer(db_app, name="db")
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(payments.app, name="payments")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(audit.app, name="audit")
 app.command("pay", help=payments.PAY_HELP)(payments.pay)
+payments.app.command("list")(views.list_payments)
+accounts.app.command("statement")(views.statement)
+app.command("metrics")(views.metrics)
+app.command("project")(views.project)
+app.command("replay")(views.replay)
 
 Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout.")]
 

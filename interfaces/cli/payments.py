@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import typer
@@ -19,9 +19,9 @@ from application.commands import (
     WalletMethod,
 )
 from application.drafts import validate_payment
-from application.results import PaymentResult
+from application.results import AccountResult, PaymentResult
 from domain.errors import FieldError, ValidationError
-from interfaces.cli import output
+from interfaces.cli import output, views
 from interfaces.cli.errors import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -102,21 +102,44 @@ def _refuse(cmd: SubmitPayment, errors: list[FieldError]) -> None:
 def show_payment(
     payment_id: Annotated[UUID, typer.Argument(help="Payment id (UUID).", show_default=False)],
     events: Annotated[bool, typer.Option("--events", help="Also show the audit history.")] = False,
+    as_of_version: Annotated[
+        int | None,
+        typer.Option(
+            "--as-of-version",
+            help="Time travel: the payment as it was at this version (1 = as requested), "
+            "rebuilt from its events; --events then lists the events up to it.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Show a payment (and, with --events, every event it recorded)."""
     with service() as svc:
-        payment = svc.get_payment(payment_id, ANONYMOUS)
+        if as_of_version is None:
+            payment = views.view_of_payment(svc, payment_id)
+        else:
+            payment = svc.get_payment_as_of_version(payment_id, as_of_version, ANONYMOUS)
         history = svc.payment_events(payment_id, ANONYMOUS) if events else []
+    if payment.as_of_version is not None:
+        history = [e for e in history if e.version <= payment.as_of_version]
     if as_json:
-        data = output.payment_json(payment)
+        data = output.payment_json(payment) | time_travel_json(payment)
         if events:
             data["events"] = [output.event_json(e) for e in history]
         output.print_json(data)
         return
+    if payment.as_of is not None:
+        output.note(f"as of version {payment.as_of_version}, recorded {payment.as_of.isoformat()}")
     output.print_payment(payment)
     if events:
         output.print_events(history)
+
+
+def time_travel_json(result: PaymentResult | AccountResult) -> dict[str, Any]:
+    """``as_of_version`` and ``as_of`` as the HTTP API gives them: only on a past state."""
+    if result.as_of_version is None or result.as_of is None:
+        return {}
+    return {"as_of_version": result.as_of_version, "as_of": result.as_of.isoformat()}
 
 
 def pay(

@@ -15,6 +15,7 @@ from application.service import Payledger
 from application.settings import Settings
 from application.store import StoreConfig, StoreConfigError
 from interfaces.cli.errors import ConfigError, StoreUnavailable, settings_message
+from projections.read_side import ReadSide
 
 T = TypeVar("T")
 
@@ -52,7 +53,8 @@ def init_store(settings: Settings) -> StoreConfig:
     """Create the schema and the event store's tables once, from this one process."""
     check_store(settings.store)
     try:
-        Payledger(settings, create_tables=True).close()
+        with Payledger(settings, create_tables=True) as svc:
+            ReadSide(svc.app, settings.store, create_tables=True).close()  # the views' tables
     except StoreConfigError as e:
         raise StoreUnavailable(str(e)) from e
     return settings.store

@@ -24,7 +24,8 @@ from application.store import StoreConfigError
 from application.tuning import tune_process
 from interfaces.http import problems
 from interfaces.http.limits import BodySizeLimit
-from interfaces.http.routes import accounts, health, payments
+from interfaces.http.routes import accounts, dashboard, health, payments, prometheus, queries
+from projections.read_side import ReadSide
 
 log = logging.getLogger("payledger.http")
 
@@ -45,6 +46,7 @@ MAX_BODY_BYTES = 64 * 1024
 TAGS = [
     {"name": "payments", "description": "Real-time payments and their audit history"},
     {"name": "accounts", "description": "Ledger accounts, deposits"},
+    {"name": "metrics", "description": "Success rate, volumes and latency from the views"},
     {"name": "health", "description": "Liveness and readiness probes"},
 ]
 
@@ -55,12 +57,20 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
-        app.state.service = service or _start_service(settings)
+        app.state.service = svc = service or _start_service(settings)
+        app.state.read = ReadSide(
+            svc.app,
+            svc.settings.store,
+            follow=svc.settings.projections == "inline",
+            create_tables=create_tables_allowed(),
+        )
+        svc.on_commit = app.state.read.nudge
         if owned:
             tune_process()  # a serving process, not a test embedding the app
         try:
             yield
         finally:
+            app.state.read.close()
             if owned:
                 app.state.service.close()
 
@@ -77,7 +87,7 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     )
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
-    for module in (payments, accounts, health):
+    for module in (queries, payments, accounts, health, prometheus, dashboard):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

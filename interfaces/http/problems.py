@@ -34,6 +34,7 @@ from domain.errors import (
     ValidationError,
 )
 from interfaces.http.schemas import AMOUNT_FIELDS, TAGGED_UNIONS
+from projections.queries import PositionNotReached
 
 log = logging.getLogger("payledger.http")
 
@@ -84,6 +85,7 @@ RULES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Rule],
     (NotFound, Rule(404, "Not found")),
     ((AccountRuleViolation, IllegalTransition, Conflict), Rule(409, "Conflict")),
     ((Overloaded, ConcurrencyConflict, CommitterStopped), Rule(503, "Try again", retry=True)),
+    (PositionNotReached, Rule(503, "Views not caught up", retry=True)),
     # Before TimeoutError: the library's "no connection available" is both.
     (STORE_ERRORS, Rule(503, "Store unavailable", "store_unavailable", retry=True)),
     (TimeoutError, Rule(503, "Timed out", "command_timeout", retry=True)),

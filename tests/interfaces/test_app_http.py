@@ -15,6 +15,7 @@ import pytest
 from application.committer import Overloaded
 from application.service import Payledger
 from interfaces.http.app import create_app
+from projections.queries import ReadModel
 from tests.conftest import make_settings
 from tests.interfaces.conftest import LiveServer, card, free_port, new_key, serving
 from tests.interfaces.test_validation_http import assert_problem
@@ -61,7 +62,7 @@ def test_openapi_documents_bodies_with_examples_and_problems(client: httpx.Clien
     schema = client.get("/openapi.json").json()
 
     assert schema["info"]["title"] == "Payledger" and schema["info"]["version"]
-    assert {t["name"] for t in schema["tags"]} == {"payments", "accounts", "health"}
+    assert {t["name"] for t in schema["tags"]} == {"payments", "accounts", "metrics", "health"}
     components = schema["components"]["schemas"]
     for name in ("PaymentIn", "AccountIn", "DepositIn", "PaymentOut", "AccountOut", "Problem"):
         assert components[name].get("examples"), name
@@ -99,7 +100,7 @@ def test_unexpected_error_is_500_without_details(
     def explode(*args: object) -> None:
         raise RuntimeError("secret detail 4242424242424242")
 
-    monkeypatch.setattr(owned_service, "get_payment", explode)
+    monkeypatch.setattr(ReadModel, "payment", explode)
     with serving(create_app(service=owned_service)) as live:
         response = httpx.get(f"{live.base_url}/v1/payments/{new_key()[5:]}")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Response
+from fastapi import Request, Response
 
+from application.service import LAST_POSITION
 from interfaces.http.schemas import Problem
 
 _DESCRIPTIONS = {
@@ -32,3 +33,15 @@ def mark_replay(response: Response, replayed: bool) -> None:
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+
+
+POSITION_HEADER = "Payledger-Position"
+
+
+def mark_position(response: Response, request: Request) -> None:
+    """The log position a command's answer reached: pass it to a query as `wait_for_position`
+    to read this write. A replay saved nothing now; its events lie at or before the log's end."""
+    position = LAST_POSITION.get()
+    if position is None:
+        position = request.app.state.service.app.recorder.max_notification_id() or 0
+    response.headers[POSITION_HEADER] = str(position)

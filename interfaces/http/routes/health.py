@@ -13,6 +13,10 @@ from interfaces.http.routes._responses import problems
 from interfaces.http.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
+
+
+class ProjectionsStopped(CommitterStopped):
+    """The in-process follower died: the views no longer follow the log."""
 log = logging.getLogger("payledger.http")
 
 
@@ -28,6 +32,9 @@ def readyz(request: Request) -> ReadyOut:
     svc = service(request)
     if not svc.committer.is_alive():
         raise CommitterStopped("the committer is not running: commands cannot be saved")
+    follower = request.app.state.read.follower
+    if follower is not None and not follower.is_alive():
+        raise ProjectionsStopped("the projections are not running: queries would go stale")
     try:
         svc.app.recorder.max_notification_id()
     except Exception as e:  # whatever the cause, a store that cannot answer is not ready
