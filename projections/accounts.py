@@ -48,6 +48,7 @@ class AccountsProjection(ViewProjection):
         "entries": ["payment_id"],
     }
     APPEND_ONLY = frozenset({"entries"})
+    PIPELINED = True
     HANDLED = frozenset(
         f"Account.{n}"
         for n in ("Opened", "FundsReserved", "ReservationReleased", "Debited", "Credited",

@@ -27,7 +27,7 @@ from eventsourcing.projection import Projection
 from projections.db import ViewDB, to_us
 
 TRACKING_TABLE = "view_tracking"
-KEPT_ROWS_MAX = 250_000  # rows kept between pages per projection (keep_rows)
+KEPT_ROWS_MAX = 100_000  # rows kept between pages per projection (keep_rows): ~120 MB
 
 
 class RawEvent(NamedTuple):
@@ -177,6 +177,9 @@ class ViewProjection(Projection[ViewTracking]):
     # Tables that ``process_page`` only ever inserts into (never reads or updates): a rebuild
     # on PostgreSQL adds their primary key once they are loaded, as for the other indexes.
     APPEND_ONLY: ClassVar[frozenset[str]] = frozenset()
+    # ``prepare_page`` reads the tables only through ``load_rows`` and keeps what it wrote
+    # (``keep``): a pipelined rebuild may prepare its next page while one is being written.
+    PIPELINED: ClassVar[bool] = False
 
     def __init__(self, view: ViewTracking, *, suffix: str = "") -> None:
         super().__init__(view)

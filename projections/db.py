@@ -56,7 +56,9 @@ class ViewDB:
                 host=store.host, port=store.port, user=store.user,
                 password=store.password or None, dbname=store.dbname, connect_timeout=5,
                 autocommit=True,
-                options=f"-c search_path={self.schema} -c idle_in_transaction_session_timeout=60000",
+                options=(
+                    f"-c search_path={self.schema} -c idle_in_transaction_session_timeout=60000"
+                ),
             )  # fmt: skip
 
     @property

@@ -73,6 +73,7 @@ class PaymentsProjection(ViewProjection):
         ],
         "metrics": ["bucket_us"],
     }
+    PIPELINED = True
     HANDLED = frozenset(
         f"Payment.{n}"
         for n in ("Requested", "Rejected", "Reserved", "Submitted", "Succeeded", "Failed",
