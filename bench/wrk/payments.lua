@@ -3,6 +3,8 @@
 --
 --   wrk -t32 -c32 -d15s --timeout 30s -s bench/wrk/payments.lua URL -- IDS MIX NONCE [PATH] [AMOUNT]
 --
+-- With PAYLEDGER_BENCH_AUTHORIZATION set (e.g. "Bearer pl_live_..."), every request sends it.
+--
 -- IDS: a file of lines "payer UUID", "payee UUID", "merchant UUID", "hotpayer UUID".
 -- MIX: uniform (random payer -> random payee), hot_merchant (every payment credits the merchant),
 --      hot_payer (70% of payments debit the hot payer, the rest a random payer).
@@ -54,6 +56,11 @@ function init(args)
   wrk.method = "POST"
   wrk.path = path
   wrk.headers["Content-Type"] = "application/json"
+  -- An API key for every request (bench/auth_overhead.py), when the driver gives one.
+  local authorization = os.getenv("PAYLEDGER_BENCH_AUTHORIZATION")
+  if authorization ~= nil and authorization ~= "" then
+    wrk.headers["Authorization"] = authorization
+  end
 end
 
 function request()

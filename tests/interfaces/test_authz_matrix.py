@@ -1,0 +1,328 @@
+"""Every route x every role x its own tenant's or another tenant's objects, over real HTTP.
+
+The expected roles are written here, route by route, independently of the permission matrix in
+``interfaces/http/authz.py`` (a test below checks that the two agree). A role without the
+permission gets 403 ``forbidden`` whatever the object; a role with it gets its answer on its own
+tenant's objects and 404 on another tenant's, exactly as for an id that does not exist. Routes
+without an id show the other tenant's objects nowhere (lists, filters, bodies).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from domain.keys import Role
+from interfaces.http.authz import ROLE_PERMISSIONS, Permission
+from tests.interfaces.conftest import Api, LiveServer, new_key
+from tests.interfaces.keys_helpers import HttpKey, issue, new_tenant, problem_code
+
+ROLES = [role.value for role in Role]
+EVERYONE = frozenset(ROLES)
+READERS = EVERYONE  # balances, statements, payments: every role of the tenant
+OVERSIGHT = frozenset({"auditor", "operator", "admin"})
+ADMIN = frozenset({"admin"})
+
+
+@dataclass
+class Side:
+    """One tenant's objects, and a key per role."""
+
+    tenant: str
+    admin: HttpKey  # for set-up steps
+    keys: dict[str, HttpKey]
+    payer: str
+    payee: str
+    payment: str
+    endpoint: str  # a webhook endpoint
+
+    def api(self, base_url: str) -> Api:
+        return Api(self.admin.client(base_url))
+
+
+@dataclass
+class World:
+    live: LiveServer
+    own: Side
+    other: Side
+
+
+def make_side(live: LiveServer) -> Side:
+    tenant = new_tenant()
+    admin = issue(live.service, tenant, "admin")
+    keys = {role: issue(live.service, tenant, role) for role in ROLES}
+    api = Api(admin.client(live.base_url))
+    payer, payee = api.funded_account("1000.00"), api.merchant()
+    paid = api.pay(payment_body(payer, payee))
+    assert paid.status_code == 201 and paid.json()["status"] == "succeeded", paid.text
+    endpoint = register_endpoint(api.client)
+    return Side(tenant, admin, keys, payer, payee, paid.json()["id"], endpoint)
+
+
+def register_endpoint(client: httpx.Client) -> str:
+    body = {"url": "http://127.0.0.1:9/hooks", "events": ["payment.succeeded"]}
+    registered = client.post("/v1/webhook-endpoints", json=body)
+    assert registered.status_code == 201, registered.text
+    return registered.json()["id"]  # type: ignore[no-any-return]
+
+
+def payment_body(payer: str, payee: str) -> dict[str, Any]:
+    return {
+        "amount": "1.00", "currency": "CNY", "channel": "internal",
+        "payer_account_id": payer, "payee_account_id": payee,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(shared_live_server: LiveServer) -> World:
+    return World(shared_live_server, make_side(shared_live_server), make_side(shared_live_server))
+
+
+# --- the routes ---------------------------------------------------------------------------------
+
+Call = tuple[str, str, dict[str, Any]]  # method, path, httpx keyword arguments
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    roles: frozenset[str]  # who may
+    permission: Permission
+    call: Callable[[World, Side, HttpKey], Call]  # the request on the target side's objects
+    ok: int = 200
+    # Routes without an id: what "the other tenant" means for them (None: nothing to cross).
+    other: Callable[[httpx.Response, World], None] | None = None
+    by_id: bool = True
+
+
+def _empty_account(w: World, side: Side) -> str:
+    return side.api(w.live.base_url).open_account()["id"]  # type: ignore[no-any-return]
+
+
+def _endpoint_path(w: World, side: Side, key: HttpKey) -> str:
+    return f"/v1/webhook-endpoints/{_spare_endpoint(w, side, key)}"
+
+
+def _spare_endpoint(w: World, side: Side, key: HttpKey) -> str:
+    """A new endpoint to change, when the role may (endpoints are few per tenant)."""
+    if key.role not in ADMIN:
+        return side.endpoint
+    return register_endpoint(side.admin.client(w.live.base_url))
+
+
+def _spare_key(w: World, side: Side) -> str:
+    return issue(w.live.service, side.tenant, "auditor").id
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _no_other_payments(r: httpx.Response, w: World) -> None:
+    # Only this tenant's own attempts to pay from that account (refused) may show up.
+    items = r.json()["items"]
+    assert w.other.payment not in {p["id"] for p in items}
+    assert all(p["failure_code"] == "account_not_found" for p in items)
+
+
+def _refused_other_accounts(r: httpx.Response, w: World) -> None:
+    assert r.json()["status"] == "failed" and r.json()["failure_code"] == "account_not_found"
+
+
+def _tenant_field(w: World, side: Side) -> dict[str, str]:
+    return {} if side is w.own else {"tenant": side.tenant}
+
+
+def _tenant_not_accepted(r: httpx.Response, w: World) -> None:
+    assert [e["field"] for e in r.json()["errors"]] == ["tenant"]
+
+
+def _only_own_endpoints(r: httpx.Response, w: World) -> None:
+    ids = {e["id"] for e in r.json()["items"]}
+    assert ids and w.other.endpoint not in ids
+
+
+def _only_own_keys(r: httpx.Response, w: World) -> None:
+    ids = {k["id"] for k in r.json()["items"]}
+    assert ids and not ids & {k.id for k in w.other.keys.values()} and w.other.admin.id not in ids
+
+
+ROUTES = [
+    Route("open account", ADMIN, Permission.ACCOUNTS_OPEN,
+          lambda w, s, k: ("POST", "/v1/accounts", {"json": {"owner": "o", "currency": "CNY"}}),
+          ok=201, by_id=False),
+    Route("get account", READERS, Permission.ACCOUNTS_READ,
+          lambda w, s, k: ("GET", f"/v1/accounts/{s.payer}", {})),
+    Route("account as of", READERS, Permission.ACCOUNTS_READ,
+          lambda w, s, k: ("GET", f"/v1/accounts/{s.payer}", {"params": {"as_of": _now()}})),
+    Route("statement", READERS, Permission.ACCOUNTS_READ,
+          lambda w, s, k: ("GET", f"/v1/accounts/{s.payer}/entries", {})),
+    Route("deposit", frozenset({"operator", "admin"}), Permission.DEPOSITS_CREATE,
+          lambda w, s, k: ("POST", f"/v1/accounts/{s.payer}/deposits",
+                           {"json": {"amount": "5.00"}, "headers": {"Idempotency-Key": new_key()}}),
+          ok=201),
+    Route("close account", ADMIN, Permission.ACCOUNTS_CLOSE,
+          lambda w, s, k: ("POST", f"/v1/accounts/{_empty_account(w, s)}/close", {})),
+    Route("pay", frozenset({"submitter", "admin"}), Permission.PAYMENTS_CREATE,
+          lambda w, s, k: ("POST", "/v1/payments", {"json": payment_body(s.payer, s.payee),
+                                                    "headers": {"Idempotency-Key": new_key()}}),
+          ok=201, other=_refused_other_accounts, by_id=False),
+    Route("search payments", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", "/v1/payments", {"params": {"payer": s.payer}}),
+          other=_no_other_payments, by_id=False),
+    Route("get payment", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", f"/v1/payments/{s.payment}", {})),
+    Route("payment as of version", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", f"/v1/payments/{s.payment}", {"params": {"as_of_version": 1}})),
+    Route("payment events", OVERSIGHT, Permission.PAYMENTS_AUDIT,
+          lambda w, s, k: ("GET", f"/v1/payments/{s.payment}/events", {})),
+    Route("metrics", OVERSIGHT, Permission.METRICS_READ,
+          lambda w, s, k: ("GET", "/v1/metrics", {}), by_id=False),
+    Route("prometheus", OVERSIGHT, Permission.METRICS_READ,
+          lambda w, s, k: ("GET", "/metrics", {}), by_id=False),
+    Route("dashboard", OVERSIGHT, Permission.METRICS_READ,
+          lambda w, s, k: ("GET", "/dashboard", {"params": {"refresh": 0}}), by_id=False),
+    Route("issue key", ADMIN, Permission.KEYS_MANAGE,
+          lambda w, s, k: ("POST", "/v1/keys",
+                           {"json": {"role": "auditor"} | _tenant_field(w, s),
+                            "headers": {"X-Payledger-OTP": k.code() if k.seed else "000000"}}),
+          ok=201, other=_tenant_not_accepted, by_id=False),
+    Route("list keys", ADMIN, Permission.KEYS_MANAGE,
+          lambda w, s, k: ("GET", "/v1/keys", {}), other=_only_own_keys, by_id=False),
+    Route("get key", ADMIN, Permission.KEYS_MANAGE,
+          lambda w, s, k: ("GET", f"/v1/keys/{s.admin.id}", {})),
+    Route("revoke key", ADMIN, Permission.KEYS_MANAGE,
+          lambda w, s, k: ("POST", f"/v1/keys/{_spare_key(w, s)}/revoke", {})),
+    Route("delete key", ADMIN, Permission.KEYS_MANAGE,
+          lambda w, s, k: ("DELETE", f"/v1/keys/{_spare_key(w, s)}", {})),
+    Route("register webhook endpoint", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("POST", "/v1/webhook-endpoints",
+                           {"json": {"url": "http://127.0.0.1:9/h", "events": ["payment.failed"]}
+                            | _tenant_field(w, s)}),
+          ok=201, other=_tenant_not_accepted, by_id=False),
+    Route("list webhook endpoints", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("GET", "/v1/webhook-endpoints", {}), other=_only_own_endpoints,
+          by_id=False),
+    Route("get webhook endpoint", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("GET", f"/v1/webhook-endpoints/{s.endpoint}", {})),
+    Route("webhook deliveries", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("GET", f"/v1/webhook-endpoints/{s.endpoint}/deliveries", {})),
+    Route("rotate webhook secret", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("POST", f"{_endpoint_path(w, s, k)}/rotate-secret", {})),
+    Route("disable webhook endpoint", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("POST", f"{_endpoint_path(w, s, k)}/disable", {})),
+    Route("enable webhook endpoint", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("POST", f"{_endpoint_path(w, s, k)}/enable", {})),
+    Route("delete webhook endpoint", ADMIN, Permission.WEBHOOKS_MANAGE,
+          lambda w, s, k: ("DELETE", _endpoint_path(w, s, k), {}), ok=204),
+]  # fmt: skip
+CASES = [
+    pytest.param(route, role, side, id=f"{route.name}-{role}-{side}")
+    for route in ROUTES
+    for role in ROLES
+    for side in ("own", "other")
+    if side == "own" or route.by_id or route.other is not None
+]
+NOT_FOUND = {
+    "account": "account_not_found",
+    "payment": "payment_not_found",
+    "keys": "key_not_found",
+    "webhook-endpoints": "webhook_endpoint_not_found",
+}
+
+
+@pytest.mark.parametrize(("route", "role", "side"), CASES)
+def test_route_role_tenant(world: World, route: Route, role: str, side: str) -> None:
+    key = world.own.keys[role]
+    target = world.own if side == "own" else world.other
+    method, path, kwargs = route.call(world, target, key)
+    with key.client(world.live.base_url) as client:
+        response = client.request(method, path, **kwargs)
+
+    if role not in route.roles:
+        assert response.status_code == 403, response.text
+        assert problem_code(response) == "forbidden"
+    elif side == "own":
+        assert response.status_code == route.ok, response.text
+    elif route.by_id:
+        assert response.status_code == 404, response.text
+        expected = next(code for noun, code in NOT_FOUND.items() if noun in path)
+        assert problem_code(response) == expected
+        assert target.tenant not in response.text
+    else:
+        assert route.other is not None
+        assert response.status_code in (200, 201, 422), response.text
+        route.other(response, world)
+
+
+def test_the_expected_roles_are_the_permission_matrix() -> None:
+    for route in ROUTES:
+        granted = {
+            role
+            for role, permissions in ROLE_PERMISSIONS.items()
+            if route.permission in permissions
+        }
+        assert granted == route.roles, route.name
+
+
+def test_the_matrix_covers_every_route(world: World) -> None:
+    """A new route must be added to ROUTES (and so to the matrix)."""
+    covered = {route.name for route in ROUTES}
+    assert len(covered) == len(ROUTES)
+    served = {
+        (method, route.path)
+        for route in _routes(world.live.app.routes)
+        for method in getattr(route, "methods", ()) or ()
+        if route.path
+        not in ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+        and method != "HEAD"
+    }
+    assert served == {
+        ("POST", "/v1/accounts"), ("GET", "/v1/accounts/{account_id}"),
+        ("GET", "/v1/accounts/{account_id}/entries"),
+        ("POST", "/v1/accounts/{account_id}/deposits"),
+        ("POST", "/v1/accounts/{account_id}/close"), ("POST", "/v1/payments"),
+        ("GET", "/v1/payments"), ("GET", "/v1/payments/{payment_id}"),
+        ("GET", "/v1/payments/{payment_id}/events"), ("GET", "/v1/metrics"), ("GET", "/metrics"),
+        ("GET", "/dashboard"), ("POST", "/v1/keys"), ("GET", "/v1/keys"),
+        ("GET", "/v1/keys/{key_id}"), ("POST", "/v1/keys/{key_id}/revoke"),
+        ("DELETE", "/v1/keys/{key_id}"),
+        ("POST", "/v1/webhook-endpoints"), ("GET", "/v1/webhook-endpoints"),
+        ("GET", "/v1/webhook-endpoints/{endpoint_id}"),
+        ("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries"),
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/disable"),
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
+        ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
+    }  # fmt: skip
+
+
+def _routes(routes: list[Any]) -> list[Any]:
+    """The app's routes, through included routers (FastAPI keeps those as one entry each)."""
+    found = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        found += _routes(inner.routes) if inner is not None else [route]
+    return found
+
+
+def test_an_unknown_id_and_another_tenants_id_answer_alike(world: World) -> None:
+    key = world.own.keys["admin"]
+    with key.client(world.live.base_url) as client:
+        for template, real in (
+            ("/v1/accounts/{}", world.other.payer),
+            ("/v1/payments/{}", world.other.payment),
+            ("/v1/keys/{}", world.other.admin.id),
+        ):
+            theirs = client.get(template.format(real))
+            unknown = client.get(template.format(uuid.uuid4()))
+            assert (theirs.status_code, problem_code(theirs)) == (
+                unknown.status_code, problem_code(unknown),
+            )  # fmt: skip
+            assert theirs.json()["title"] == unknown.json()["title"]
