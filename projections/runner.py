@@ -41,17 +41,21 @@ from projections.base import (
 )
 from projections.db import ViewDB
 from projections.payments import PaymentsProjection
+from projections.webhooks import WebhooksProjection
 
 log = logging.getLogger("payledger.projections")
 
 PROJECTIONS: dict[str, type[ViewProjection]] = {
     "payments": PaymentsProjection,  # tables: payments, metrics
     "accounts": AccountsProjection,  # tables: accounts, entries
+    "webhooks": WebhooksProjection,  # tables: webhook endpoints, payments, outbox
 }
 FOLLOW_PAGE = 1_000
-# Larger pages for a rebuild: fewer transactions, and an account touched by many events of a
-# page is loaded and written once (bench/replay.py; 20,000 events are about 30 MB decoded).
-REBUILD_PAGE = 20_000
+# A rebuild's pages: larger ones mean fewer transactions and fewer writes of an account touched
+# by many events, smaller ones keep its three threads busier (bench/replay.py: 10,000 was the
+# fastest of 5,000 to 40,000 on 1,000,000 events; a page of 10,000 is about 15 MB decoded).
+REBUILD_PAGE = 10_000
+_LATER = object()  # a page a projection processes on the writer thread (not PIPELINED)
 ADVISORY_LOCK_KEY = 0x5041594C  # "PAYL"; the second key is the schema's hash
 
 
@@ -81,6 +85,7 @@ class ProjectionRunner:
                 projection.keep_rows()
         self.positions: dict[str, int] = {}
         self._changed = threading.Condition()
+        self._writing: Future[bool] | None = None  # the page being written (catch_up)
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -190,18 +195,23 @@ class ProjectionRunner:
         When the projections keep their rows (``keep_rows``: a rebuild), one more step runs
         on a thread of its own: a page's changes are written and committed, with the tracking
         rows in the same transaction as always, while the next page is prepared from the kept
-        rows. Pages still commit one at a time and in order."""
+        rows. Pages still commit one at a time and in order. A projection that does not
+        prepare from kept rows alone (``PIPELINED`` false) processes its pages on that thread,
+        inside each page's transaction, as ``apply_events`` does."""
         if not self.positions:
             self.read_positions()
-        pipelined = all(p.kept is not None for p in self.projections)
+        pipelined = all(p.kept is not None for p in self.projections) and any(
+            p.PIPELINED for p in self.projections
+        )
         total = 0
         with (
             ThreadPoolExecutor(1, thread_name_prefix="payledger-read-ahead") as reader,
             ThreadPoolExecutor(1, thread_name_prefix="payledger-view-writer") as writer,
         ):
-            self._writing: Future[bool] | None = None
+            self._writing = None
             for projection in self.projections:
-                projection.before_read = self._written
+                if projection.PIPELINED:
+                    projection.before_read = self._written
             ahead: tuple[int, Future[list[RawEvent]]] | None = None
             # Where the pages handed to the writer take the views (== positions when idle).
             planned = dict(self.positions)
@@ -239,7 +249,7 @@ class ProjectionRunner:
                         continue
                     for name in planned:
                         planned[name] = max(planned[name], last)
-                    self._writing = writer.submit(self._write_page, expected, last, changes)
+                    self._writing = writer.submit(self._write_page, events, expected, changes)
             except BaseException:
                 if pipelined:
                     with contextlib.suppress(BaseException):
@@ -254,26 +264,37 @@ class ProjectionRunner:
         return total
 
     def _prepare_page(self, events: list[RawEvent], expected: dict[str, int]) -> list[Any]:
+        """The pipelined projections' changes (the others': ``_LATER``)."""
         first, last = events[0].id, events[-1].id
         changes: list[Any] = []
         for projection in self.projections:
             pos = expected[projection.name]
             if last <= pos:
                 changes.append(None)
-                continue
-            page = events if first > pos else [e for e in events if e.id > pos]
-            changes.append(projection.prepare_page(page))
+            elif not projection.PIPELINED:
+                changes.append(_LATER)
+            else:
+                page = events if first > pos else [e for e in events if e.id > pos]
+                changes.append(projection.prepare_page(page))
         return changes
 
-    def _write_page(self, expected: dict[str, int], last: int, changes: list[Any]) -> bool:
+    def _write_page(
+        self, events: list[RawEvent], expected: dict[str, int], changes: list[Any]
+    ) -> bool:
         """On the writer thread: one transaction, as ``apply_events``, with prepared changes."""
+        first, last = events[0].id, events[-1].id
         with self.db.transaction():
             if self._locked_positions() != expected:
                 return False
             for projection, change in zip(self.projections, changes, strict=True):
-                if last <= expected[projection.name]:
+                pos = expected[projection.name]
+                if last <= pos:
                     continue
-                if change is not None:
+                if change is _LATER:
+                    projection.process_page(
+                        events if first > pos else [e for e in events if e.id > pos]
+                    )
+                elif change is not None:
                     projection.write_changes(change)
                 self.db.execute(
                     f"UPDATE {self.tracking_table} SET notification_id = ? WHERE projection = ?",
@@ -292,8 +313,7 @@ class ProjectionRunner:
 
     def _written(self) -> None:
         """Before reading rows from the tables: the pages handed over must have committed."""
-        writing = self._writing
-        if writing is not None and not writing.result():
+        if not self._wait_written():
             raise TrackingConflict("the tracking rows moved while a page was written")
 
     def _restart(self) -> dict[str, int]:
