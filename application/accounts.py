@@ -12,6 +12,7 @@ from application.drafts import check_idempotency_key, validate_deposit
 from application.results import AccountResult, DepositResult
 from application.unit_of_work import UnitOfWork
 from domain.accounts import ACCOUNT_NAMESPACE, Account, AccountKind
+from domain.cards import contains_pan, pan_problem
 from domain.errors import (
     AccountNotFound,
     AccountRuleViolation,
@@ -96,6 +97,8 @@ def _validate_open(cmd: OpenAccount) -> int:
     owner = cmd.owner.strip() if isinstance(cmd.owner, str) else ""
     if not owner or len(cmd.owner) > MAX_OWNER:
         errors.append(FieldError("owner", f"must be 1-{MAX_OWNER} characters", "invalid_owner"))
+    elif contains_pan(owner):  # stored with the account and shown in its views
+        errors.append(pan_problem("owner"))
     if cmd.kind not in KINDS:
         errors.append(FieldError("kind", f"must be one of {', '.join(KINDS)}", "invalid_kind"))
     limit = 0

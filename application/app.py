@@ -15,9 +15,11 @@ from eventsourcing.persistence import Transcoder
 
 from application.transcoder import OrjsonTranscoder
 from domain.accounts import Account
+from domain.keys import ApiKey
 
 # Hot accounts collect many events; a snapshot every so many keeps a cold load short.
-SNAPSHOT_INTERVAL: dict[type[Aggregate], int] = {Account: 500}
+# A key records each accepted second-factor code, and is read again every second or so.
+SNAPSHOT_INTERVAL: dict[type[Aggregate], int] = {Account: 500, ApiKey: 100}
 
 
 class PayledgerApp(Application):

@@ -13,10 +13,18 @@ from uuid import UUID
 @dataclass(frozen=True)
 class Principal:
     """Who is acting: the tenant they act for and the client id their idempotency keys belong
-    to. ``anonymous`` in the default tenant until API keys exist."""
+    to (also the actor every event they cause records).
+
+    * an API key: ``key:<key id>``, with the key's ``role`` (application/keys.py);
+    * the CLI: ``cli:<os user>``, acting for the tenant it is told (interfaces/cli/runtime.py);
+    * ``anonymous`` in the default tenant: the development sandbox, while no key exists.
+    """
 
     tenant: str = "default"
     client: str = "anonymous"
+    role: str | None = None  # None: not an API key (the sandbox, the CLI)
+    key_id: UUID | None = None
+    second_factor: bool = False  # the key has TOTP enrolled (step-up is possible)
 
     @property
     def actor(self) -> str:

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from application.committer import Committed, Committer, CommitterStopped, Overloaded
+from application.logs import configure_logging
 from application.settings import Settings
 from application.store import StoreConfigError
 from application.tuning import tune_process
@@ -128,7 +129,9 @@ def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
-        service = Payledger(Settings(**settings_values), create_tables=False)
+        settings = Settings(**settings_values)
+        configure_logging(settings.log_format)  # redacted lines, like the API process's
+        service = Payledger(settings, create_tables=False)
     except Exception as e:
         conn.send(("error", str(e)))
         return

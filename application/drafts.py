@@ -28,7 +28,7 @@ from application.commands import (
     WalletMethod,
 )
 from domain.accounts import external_account_id
-from domain.cards import validate_card
+from domain.cards import contains_pan, pan_problem, validate_card
 from domain.errors import FieldError, ValidationError
 from domain.money import currency_exponent, parse_amount
 from domain.payments import PaymentKind, payment_id_for
@@ -71,6 +71,8 @@ def check_idempotency_key(key: object) -> list[FieldError]:
                 "idempotency_key_invalid",
             )
         ]
+    if contains_pan(key):  # the key is stored with the payment: never a card number
+        return [pan_problem("Idempotency-Key")]
     return []
 
 
@@ -223,6 +225,9 @@ def _payer(
                 )
             )
             return None, {}
+        if contains_pan(method.payer_id):
+            errors.append(pan_problem("payment_method.payer_id"))
+            return None, {}
         return {"type": method.type, "payer_id": method.payer_id}, {}
     errors.append(FieldError("payment_method", "unsupported payment method", "invalid"))
     return None, {}
@@ -258,6 +263,8 @@ def _bank_beneficiary(b: BankBeneficiary, errors: list[FieldError]) -> dict[str,
         errors.append(
             FieldError("beneficiary.name", f"must be 1-{MAX_NAME} characters", "invalid_name")
         )
+    elif contains_pan(name):
+        errors.append(pan_problem("beneficiary.name"))
     if len(errors) > before or iban is None:
         return None
     return {
@@ -318,10 +325,14 @@ def _check_channel_fits(cmd: SubmitPayment, errors: list[FieldError]) -> None:
 def _check_text(
     description: str | None, metadata: dict[str, str], errors: list[FieldError]
 ) -> None:
+    """Free text is stored as given, so it must not hold a card number: one is refused (422
+    ``pan_in_free_text``), never redacted, so that what is stored is what the client sent."""
     if description is not None and len(description) > MAX_DESCRIPTION:
         errors.append(
             FieldError("description", f"at most {MAX_DESCRIPTION} characters", "too_long")
         )
+    elif isinstance(description, str) and contains_pan(description):
+        errors.append(pan_problem("description"))
     if len(metadata) > MAX_METADATA_KEYS:
         errors.append(FieldError("metadata", f"at most {MAX_METADATA_KEYS} keys", "too_many_keys"))
     for key, value in metadata.items():
@@ -339,3 +350,7 @@ def _check_text(
                     "invalid",
                 )
             )
+        elif isinstance(key, str) and (contains_pan(key) or contains_pan(value)):
+            # The field names the key: a card number as the key is named by its position.
+            where = f"metadata.{key}" if not contains_pan(key) else "metadata"
+            errors.append(pan_problem(where))

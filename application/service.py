@@ -24,10 +24,14 @@ from application.commands import ANONYMOUS, Principal, SubmitPayment
 from application.committer import Committer, Decide
 from application.committer_process import RemoteCommitter
 from application.drafts import validate_payment
+from application.encryption import check_readable, cipher_env
 from application.history import account_as_of, parse_as_of, payment_as_of_version
+from application.keys import KeyHandlers
+from application.ownership import Owners
 from application.payments import PaymentHandlers
 from application.results import AccountResult, EventRecord, PaymentResult
 from application.settings import Settings
+from application.webhooks import WebhookHandlers
 from domain.accounts import Account
 from domain.errors import AccountNotFound, PaymentNotFound
 from domain.payments import Payment
@@ -36,7 +40,7 @@ T = TypeVar("T")
 # The log position of the current request's last save, for read-your-writes: each asyncio
 # task (one per HTTP request) has its own copy.
 LAST_POSITION: ContextVar[int | None] = ContextVar("payledger_last_position", default=None)
-DECISION_HANDLERS = frozenset({"accounts", "payments"})
+DECISION_HANDLERS = frozenset({"accounts", "payments", "keys", "webhooks"})
 
 # Event attributes shown as the audit envelope rather than as data.
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
@@ -64,7 +68,13 @@ class Payledger:
             env=store.eventsourcing_env(
                 create_table=create_tables, audit_key=derive_key(self.settings.secret_key)
             )
+            | cipher_env(self.settings)  # encryption at rest (application/encryption.py)
         )
+        try:
+            check_readable(self.app)  # keys that cannot open the stored events: refuse now
+        except Exception:
+            self.app.close()
+            raise
         self.clock = clock or SystemClock()
         self.committer: Committer | RemoteCommitter
         if self.settings.committer == "process":
@@ -85,6 +95,9 @@ class Payledger:
         self.secret_key = self.settings.secret_key.encode()
         self.accounts = AccountHandlers(self)
         self.payments = PaymentHandlers(self)
+        self.keys = KeyHandlers(self)  # API keys and second factors (application/keys.py)
+        self.webhooks = WebhookHandlers(self)  # webhook endpoints (application/webhooks.py)
+        self.owners = Owners(self.app)  # which tenant owns an id (tenant isolation)
         # Called after each save (the read side follows the log sooner than its next poll).
         self.on_commit: Callable[[], None] | None = None
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from application.store import StoreConfig, parse_database_url
@@ -21,12 +22,17 @@ DEFAULT_SANDBOX_LATENCY_MS = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYLEDGER_", extra="ignore")
+    # Errors never echo a value: some are secrets (keys).
+    model_config = SettingsConfigDict(
+        env_prefix="PAYLEDGER_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///var/payledger.sqlite3"
     env: Literal["development", "test", "production"] = "development"
     # Keys card fingerprints and request fingerprints; production must set its own.
-    secret_key: str = "payledger-development-key-do-not-use-in-production"
+    secret_key: str = Field(
+        default="payledger-development-key-do-not-use-in-production", repr=False
+    )
     sandbox_latency_ms: dict[str, int] = Field(default_factory=dict)
     channel_timeout_ms: int = Field(default=10_000, ge=1, le=120_000)
     # Group commit: most commands folded into one transaction, and how long a caller waits.
@@ -41,6 +47,34 @@ class Settings(BaseSettings):
     # The read side: "inline" keeps the views current from a thread of each API process (one
     # leads, the others stand by); "off" when `payledger project --follow` runs elsewhere.
     projections: Literal["inline", "off"] = "inline"
+    # API keys (application/keys.py, interfaces/http/authz.py): how long a verified key is
+    # trusted before it is read again (a revocation takes effect within this time), per-key
+    # rate limits (a token bucket per key and process; 0 turns it off), and the second factor:
+    # real-time payments above `step_up_amount` (a decimal in the payment's own currency,
+    # "off" for none) need a fresh TOTP code; `otp_max_failures` wrong codes in a row lock a
+    # key's second factor for `otp_lockout_s`.
+    auth_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    rate_limit_per_s: float = Field(default=200.0, ge=0, le=1_000_000)
+    rate_limit_burst: int = Field(default=400, ge=1, le=10_000_000)
+    step_up_amount: Decimal | None = Field(default=Decimal("10000"), gt=0, allow_inf_nan=False)
+    otp_max_failures: int = Field(default=5, ge=1, le=100)
+    otp_lockout_s: int = Field(default=300, ge=1, le=86_400)
+    # Encryption at rest of event payloads (application/encryption.py): a base64 AES-256 key,
+    # required in production; previous keys (comma-separated) only decrypt, for key rotation.
+    encryption_key: str | None = Field(default=None, repr=False, validate_default=True)
+    encryption_old_keys: str = Field(default="", repr=False)
+    # HTTP hardening (interfaces/http/security.py) and logs (application/logs.py).
+    cors_origins: str = ""  # comma-separated origins allowed by CORS; none by default
+    hsts_max_age: int = Field(default=0, ge=0, le=63_072_000)  # seconds; 0: no HSTS header
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = False  # one log line per request (`payledger serve --access-log`)
+
+    @field_validator("step_up_amount", mode="before")
+    @classmethod
+    def _step_up_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
 
     @field_validator("sandbox_latency_ms")
     @classmethod
@@ -51,6 +85,36 @@ class Settings(BaseSettings):
         if any(ms < 0 or ms > 60_000 for ms in value.values()):
             raise ValueError("latencies must be between 0 and 60000 ms")
         return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from application.encryption import parse_key  # encryption -> store: import late
+
+        value = (value or "").strip() or None
+        if value is None:
+            if info.data.get("env") == "production":
+                raise ValueError(
+                    "required when PAYLEDGER_ENV=production "
+                    "(generate one with `payledger db new-encryption-key`)"
+                )
+            return None
+        parse_key(value)
+        return value
+
+    @field_validator("encryption_old_keys")
+    @classmethod
+    def _old_keys(cls, value: str) -> str:
+        from application.encryption import OLD_KEY_SIZES, parse_key, split_keys
+
+        keys = split_keys(value)
+        for key in keys:
+            parse_key(key, OLD_KEY_SIZES)
+        return ",".join(keys)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def latency_ms(self, channel: str) -> int:
         return self.sandbox_latency_ms.get(channel, DEFAULT_SANDBOX_LATENCY_MS[channel])

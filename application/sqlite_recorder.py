@@ -122,8 +122,11 @@ class FastSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         self, after: int, limit: int, stop: int | None = None
     ) -> list[ChainedRow]:
         """Events after notification ``after`` (to ``stop``), each with its chain hash or None."""
+        # Topic and state as bytes, with their SQLite types: a value altered to text that is
+        # not UTF-8 (e.g. an encrypted state cast to TEXT) must be reported, not fail the read.
         statement = (
-            "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, c.chain_hash "
+            "SELECT e.rowid, e.originator_id, e.originator_version, typeof(e.topic), "
+            "CAST(e.topic AS BLOB), typeof(e.state), CAST(e.state AS BLOB), c.chain_hash "
             f"FROM {self.events_table_name} e LEFT JOIN {self.chain_table_name} c "
             "ON c.notification_id = e.rowid "
             "WHERE e.rowid > ? "
@@ -139,9 +142,11 @@ class FastSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             cursor.row_factory = None  # plain tuples
             cursor.execute(statement, params)
             return [
-                (nid, _id_bytes(oid), version, topic, state, digest)
-                for nid, oid, version, topic, state, digest in cursor.fetchall()
-            ]
+                (nid, _id_bytes(oid), version, _text(topic_type, topic),
+                 state if state_type == "blob" else state_type, digest)
+                for nid, oid, version, topic_type, topic, state_type, state, digest
+                in cursor.fetchall()
+            ]  # fmt: skip
 
     def select_orphan_chain_rows(self, limit: int) -> tuple[int, list[tuple[bytes, int]]]:
         """How many chain rows have no event, and the first ``limit`` of them."""
@@ -161,6 +166,17 @@ class FastSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 cursor.execute(f"SELECT count(*) {orphans}")
                 total = cursor.fetchone()[0]
         return total, rows
+
+
+def _text(kind: str, raw: bytes | None) -> Any:
+    """A TEXT value as ``str``; anything else (another type, text that is not UTF-8) as what it
+    is, which the audit walk reports as altered."""
+    if kind != "text" or raw is None:
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 class PayledgerSQLiteFactory(SQLiteFactory):

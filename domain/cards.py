@@ -149,3 +149,22 @@ def _redact_match(match: re.Match[str]) -> str:
 def redact_pan(text: str) -> str:
     """Replace every Luhn-valid 13-19 digit card number in ``text`` with ``[REDACTED-PAN]``."""
     return _PAN_IN_TEXT.sub(_redact_match, text)
+
+
+def contains_pan(text: str) -> bool:
+    """Whether ``text`` holds what :func:`redact_pan` would redact: a Luhn-valid run of 13-19
+    digits not touching another digit, bare or grouped 4-4-4-4 / 4-6-5 by spaces or dashes."""
+    return any(luhn.is_valid(re.sub(r"[ -]", "", m.group())) for m in _PAN_IN_TEXT.finditer(text))
+
+
+PAN_IN_FREE_TEXT = "pan_in_free_text"
+
+
+def pan_problem(field: str) -> FieldError:
+    """The problem for a card number where free text goes (never stored, never echoed)."""
+    return FieldError(
+        field,
+        "must not contain a card number (a Luhn-valid 13-19 digit number); card numbers go "
+        "only in payment_method.number",
+        PAN_IN_FREE_TEXT,
+    )

@@ -209,7 +209,8 @@ class ReadModel:
         the series' come from the per-minute histograms (interpolated inside a bucket)."""
         as_of = self.position("payments")
         start_us, end_us = to_us(start), to_us(end)
-        where, params = "tenant = ? AND bucket_us >= ? AND bucket_us < ?", [tenant, start_us, end_us]
+        where = "tenant = ? AND bucket_us >= ? AND bucket_us < ?"
+        params: list[Any] = [tenant, start_us, end_us]
         if channel is not None:
             where += " AND channel = ?"
             params.append(channel)

@@ -7,9 +7,10 @@ from uuid import UUID, uuid4
 
 import typer
 
-from application.commands import ANONYMOUS, CloseAccount, MakeDeposit, OpenAccount
+from application.commands import CloseAccount, MakeDeposit, OpenAccount
 from interfaces.cli import output, views
 from interfaces.cli.payments import time_travel_json
+from interfaces.cli.principal import cli_principal
 from interfaces.cli.runtime import run, service
 
 app = typer.Typer(help="Open, inspect, fund and close ledger accounts.", no_args_is_help=True)
@@ -33,7 +34,7 @@ def open_account(
     """Open an account."""
     cmd = OpenAccount(owner=owner, currency=currency, kind=kind, overdraft_limit=overdraft_limit)
     with service() as svc:
-        account = run(svc.accounts.open(cmd, ANONYMOUS))
+        account = run(svc.accounts.open(cmd, cli_principal()))
     if as_json:
         output.print_json(output.account_json(account))
     else:
@@ -59,7 +60,7 @@ def show_account(
         if as_of is None:
             account = views.view_of_account(svc, account_id)
         else:
-            account = svc.get_account_as_of(account_id, as_of, ANONYMOUS)
+            account = svc.get_account_as_of(account_id, as_of, cli_principal())
     if as_json:
         output.print_json(output.account_json(account) | time_travel_json(account))
         return
@@ -81,7 +82,7 @@ def deposit(
     """Credit an account from the external funding source (a ledger entry)."""
     key = key or str(uuid4())
     with service() as svc:
-        result = run(svc.accounts.deposit(MakeDeposit(account_id, amount, key), ANONYMOUS))
+        result = run(svc.accounts.deposit(MakeDeposit(account_id, amount, key), cli_principal()))
     if as_json:
         # The HTTP API's deposit shape: the payment, then the account it credited.
         output.print_json(
@@ -103,7 +104,7 @@ def deposit(
 def close_account(account_id: AccountId, as_json: Json = False) -> None:
     """Close an account (refused while it holds money or reservations)."""
     with service() as svc:
-        account = run(svc.accounts.close(CloseAccount(account_id), ANONYMOUS))
+        account = run(svc.accounts.close(CloseAccount(account_id), cli_principal()))
     if as_json:
         output.print_json(output.account_json(account))
     else:

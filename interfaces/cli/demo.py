@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from application.commands import (
-    ANONYMOUS,
     BankBeneficiary,
     CardMethod,
     MakeDeposit,
@@ -19,6 +18,7 @@ from application.commands import (
 )
 from application.results import PaymentResult
 from application.service import Payledger
+from interfaces.cli.principal import cli_principal
 
 CURRENCY = "CNY"
 # Sandbox triggers: see application/channels/sandbox.py and the README.
@@ -39,12 +39,12 @@ async def run_demo(svc: Payledger) -> list[tuple[str, PaymentResult]]:
 
     async def open_(owner: str, kind: str = "customer") -> UUID:
         cmd = OpenAccount(owner=f"{owner}-{run_id}", currency=CURRENCY, kind=kind)
-        return (await svc.accounts.open(cmd, ANONYMOUS)).id
+        return (await svc.accounts.open(cmd, cli_principal())).id
 
     alice, bob, shop = await asyncio.gather(open_("alice"), open_("bob"), open_("shop", "merchant"))
     await asyncio.gather(
-        svc.accounts.deposit(MakeDeposit(alice, "1000.00", f"demo-{run_id}-d1"), ANONYMOUS),
-        svc.accounts.deposit(MakeDeposit(bob, "5.00", f"demo-{run_id}-d2"), ANONYMOUS),
+        svc.accounts.deposit(MakeDeposit(alice, "1000.00", f"demo-{run_id}-d1"), cli_principal()),
+        svc.accounts.deposit(MakeDeposit(bob, "5.00", f"demo-{run_id}-d2"), cli_principal()),
     )
 
     def payment(scenario: str, channel: str, amount: str, **parties: Any) -> SubmitPayment:
@@ -94,5 +94,7 @@ async def run_demo(svc: Payledger) -> list[tuple[str, PaymentResult]]:
         ),
     }
     # Concurrently, as clients would: the sandbox latencies overlap instead of adding up.
-    results = await asyncio.gather(*(svc.submit_payment(c, ANONYMOUS) for c in cases.values()))
+    results = await asyncio.gather(
+        *(svc.submit_payment(c, cli_principal()) for c in cases.values())
+    )
     return list(zip(cases, results, strict=True))

@@ -10,7 +10,8 @@ from typer.core import TyperGroup
 
 from domain.errors import ValidationError
 from domain.money import format_amount
-from interfaces.cli import accounts, audit, output, payments, views
+from interfaces.cli import accounts, audit, keys, output, payments, principal, views
+from interfaces.cli import webhooks as webhook_commands
 from interfaces.cli.errors import EXIT_CODES_HELP, ErrorMappingGroup
 from interfaces.cli.runtime import init_store, load_settings, run, service
 from interfaces.cli.serve import LogLevel
@@ -38,6 +39,8 @@ app.add_typer(accounts.app, name="accounts")
 app.add_typer(payments.app, name="payments")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(audit.app, name="audit")
+app.add_typer(keys.app, name="keys")
+app.add_typer(webhook_commands.app, name="webhooks")
 app.command("pay", help=payments.PAY_HELP)(payments.pay)
 payments.app.command("list")(views.list_payments)
 accounts.app.command("statement")(views.statement)
@@ -46,6 +49,20 @@ app.command("project")(views.project)
 app.command("replay")(views.replay)
 
 Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout.")]
+
+
+@app.callback()
+def root(
+    tenant: Annotated[
+        str,
+        typer.Option(
+            "--tenant",
+            envvar="PAYLEDGER_TENANT",
+            help="The tenant the commands act for (as cli:<os user>).",
+        ),
+    ] = principal.DEFAULT_TENANT,
+) -> None:
+    principal.use_tenant(tenant)
 
 
 @app.command()
@@ -69,6 +86,15 @@ def db_init() -> None:
     """Create the schema and the event store's tables (serve does this too)."""
     store = init_store(load_settings())
     output.note(f"store ready: {store.describe()}")
+
+
+@db_app.command("new-encryption-key")
+def db_new_encryption_key() -> None:
+    """Print a fresh key for PAYLEDGER_ENCRYPTION_KEY (32 random bytes, base64): keep it in
+    your secret store; losing every copy of a key loses the events written under it."""
+    from application.encryption import new_key
+
+    typer.echo(new_key())
 
 
 @ledger_app.command("check")

@@ -11,7 +11,6 @@ from uuid import UUID, uuid4
 import typer
 
 from application.commands import (
-    ANONYMOUS,
     BankBeneficiary,
     CardMethod,
     PaymentMethod,
@@ -29,6 +28,7 @@ from interfaces.cli.errors import (
     EXIT_PAYMENT_FAILED,
     OPTION_OF_FIELD,
 )
+from interfaces.cli.principal import cli_principal
 from interfaces.cli.runtime import run, service
 
 app = typer.Typer(help="Inspect payments.", no_args_is_help=True)
@@ -92,7 +92,7 @@ def _refuse(cmd: SubmitPayment, errors: list[FieldError]) -> None:
         return
     reported = {_option(e.field) for e in errors}
     try:
-        validate_payment(cmd, ANONYMOUS, now=datetime.now(UTC), secret_key=b"cli-precheck")
+        validate_payment(cmd, cli_principal(), now=datetime.now(UTC), secret_key=b"cli-precheck")
     except ValidationError as e:
         errors += [other for other in e.errors if _option(other.field) not in reported]
     raise ValidationError(errors)
@@ -118,8 +118,8 @@ def show_payment(
         if as_of_version is None:
             payment = views.view_of_payment(svc, payment_id)
         else:
-            payment = svc.get_payment_as_of_version(payment_id, as_of_version, ANONYMOUS)
-        history = svc.payment_events(payment_id, ANONYMOUS) if events else []
+            payment = svc.get_payment_as_of_version(payment_id, as_of_version, cli_principal())
+        history = svc.payment_events(payment_id, cli_principal()) if events else []
     if payment.as_of_version is not None:
         history = [e for e in history if e.version <= payment.as_of_version]
     if as_json:
@@ -188,7 +188,7 @@ def pay(
     )
     _refuse(cmd, errors)
     with service() as svc:
-        result = run(svc.submit_payment(cmd, ANONYMOUS))
+        result = run(svc.submit_payment(cmd, cli_principal()))
     _print_result(result, key, as_json)
     raise typer.Exit(EXIT_OF_STATUS.get(result.status, EXIT_PAYMENT_EXCEPTION))
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pydantic
 from pydantic_settings import SettingsError
 
+from application.encryption import EncryptionKeyError
 from application.service import Payledger
 from application.settings import Settings
 from application.store import StoreConfig, StoreConfigError
@@ -55,6 +56,8 @@ def init_store(settings: Settings) -> StoreConfig:
     try:
         with Payledger(settings, create_tables=True) as svc:
             ReadSide(svc.app, settings.store, create_tables=True).close()  # the views' tables
+    except EncryptionKeyError as e:
+        raise ConfigError(str(e)) from e
     except StoreConfigError as e:
         raise StoreUnavailable(str(e)) from e
     return settings.store
@@ -65,6 +68,8 @@ def service() -> Iterator[Payledger]:
     settings = load_settings()
     try:
         svc = Payledger(settings, create_tables=create_tables_allowed())
+    except EncryptionKeyError as e:  # the keys do not fit the store: a configuration problem
+        raise ConfigError(str(e)) from e
     except StoreConfigError as e:
         raise StoreUnavailable(str(e)) from e
     with svc:

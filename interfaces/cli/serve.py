@@ -7,7 +7,9 @@ import os
 import sys
 from enum import StrEnum
 
+from application.logs import logging_config
 from interfaces.cli.errors import ConfigError, StoreUnavailable
+from interfaces.cli.keys import require_keys_in_production
 from interfaces.cli.runtime import init_store, load_settings
 
 APP_FACTORY = "interfaces.http.app:create_app"
@@ -29,6 +31,7 @@ def serve(host: str, port: int, workers: int, log_level: str, *, access_log: boo
     except StoreUnavailable as e:
         # At start-up an unreachable database is a configuration problem: refuse to start.
         raise ConfigError(str(e)) from e
+    require_keys_in_production(settings)  # never serve production without any key
     if workers > 1:
         # Many processes creating tables at once fails ("tuple concurrently updated"); done above.
         os.environ["PAYLEDGER_CREATE_TABLES"] = "n"
@@ -41,6 +44,10 @@ def serve(host: str, port: int, workers: int, log_level: str, *, access_log: boo
         f"payledger: serving on http://{host}:{port} with {workers} worker(s)\n"
     )
     sys.stdout.flush()
+    if access_log:
+        # Our request log (interfaces/http/security.py), not uvicorn's: it never writes the
+        # query string, and it has the request id, duration and principal.
+        os.environ["PAYLEDGER_ACCESS_LOG"] = "true"
     import uvicorn  # after the checks: a bad configuration fails before anything heavy loads
 
     uvicorn.run(
@@ -50,5 +57,7 @@ def serve(host: str, port: int, workers: int, log_level: str, *, access_log: boo
         port=port,
         workers=workers,
         log_level=log_level,
-        access_log=access_log,
+        access_log=False,
+        # Text or JSON lines (PAYLEDGER_LOG_FORMAT), redacted (application/logs.py).
+        log_config=logging_config(settings.log_format, log_level),
     )

@@ -16,11 +16,14 @@ import typer
 from rich.table import Table
 
 from application.app import PayledgerApp
+from application.encryption import EncryptionKeyError, check_readable, cipher_env
 from application.results import AccountResult, PaymentResult
 from application.service import Payledger
 from domain.errors import AccountNotFound, FieldError, PaymentNotFound, ValidationError
 from domain.money import format_amount, parse_amount
 from interfaces.cli import output
+from interfaces.cli.errors import ConfigError
+from interfaces.cli.principal import cli_principal
 from interfaces.cli.runtime import check_store, create_tables_allowed, load_settings
 from projections.queries import BadCursor, Page, PaymentFilter
 from projections.read_side import ReadSide
@@ -41,7 +44,13 @@ def read_side(*, catch_up: bool = True) -> Iterator[ReadSide]:
     create = create_tables_allowed()
     if create:
         store.prepare()
-    app = PayledgerApp(env=store.eventsourcing_env(create_table=create))
+    # The views decode the events: with encryption at rest they need the keys.
+    app = PayledgerApp(env=store.eventsourcing_env(create_table=create) | cipher_env(settings))
+    try:
+        check_readable(app)
+    except EncryptionKeyError as e:
+        app.close()
+        raise ConfigError(str(e)) from e
     read = ReadSide(app, store, follow=False, create_tables=create)
     try:
         if catch_up:
@@ -106,7 +115,7 @@ def list_payments(
     )
     with read_side() as read:
         try:
-            page = read.model.payments("default", filters, limit=limit, cursor=cursor)
+            page = read.model.payments(cli_principal().tenant, filters, limit=limit, cursor=cursor)
         except BadCursor as e:
             raise ValidationError.single("cursor", str(e)) from e
     if as_json:
@@ -138,9 +147,10 @@ def statement(
 ) -> None:
     """An account's statement: every posting with the balance after it, oldest first."""
     with read_side() as read:
-        account = read.model.account("default", account_id)
+        account = read.model.account(cli_principal().tenant, account_id)
         try:
-            page = read.model.entries("default", account_id, limit=limit, cursor=cursor)
+            tenant = cli_principal().tenant
+            page = read.model.entries(tenant, account_id, limit=limit, cursor=cursor)
         except BadCursor as e:
             raise ValidationError.single("cursor", str(e)) from e
     if account is None or page is None:
@@ -210,7 +220,8 @@ def metrics(
     if since >= until:
         raise ValidationError.single("from", "must be before --to")
     with read_side() as read:
-        result = read.model.metrics("default", since, until, channel=channel, bucket=bucket)
+        tenant = cli_principal().tenant
+        result = read.model.metrics(tenant, since, until, channel=channel, bucket=bucket)
     if as_json:
         output.print_json(result)
         return
@@ -321,7 +332,7 @@ def view_of_payment(svc: Payledger, payment_id: UUID) -> PaymentResult:
     read = ReadSide(svc.app, svc.settings.store, create_tables=create_tables_allowed())
     try:
         read.catch_up()
-        found = read.model.payment("default", payment_id)
+        found = read.model.payment(cli_principal().tenant, payment_id)
     finally:
         read.close()
     if found is None:
@@ -334,7 +345,7 @@ def view_of_account(svc: Payledger, account_id: UUID) -> AccountResult:
     read = ReadSide(svc.app, svc.settings.store, create_tables=create_tables_allowed())
     try:
         read.catch_up()
-        found = read.model.account("default", account_id)
+        found = read.model.account(cli_principal().tenant, account_id)
     finally:
         read.close()
     if found is None:

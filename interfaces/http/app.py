@@ -22,10 +22,13 @@ from application.service import Payledger
 from application.settings import Settings
 from application.store import StoreConfigError
 from application.tuning import tune_process
-from interfaces.http import problems
+from interfaces.http import authn, problems, security
 from interfaces.http.limits import BodySizeLimit
 from interfaces.http.routes import accounts, dashboard, health, payments, prometheus, queries
+from interfaces.http.routes import keys as key_routes
+from interfaces.http.routes import webhooks as webhook_routes
 from projections.read_side import ReadSide
+from projections.webhook_delivery import start_deliverer
 
 log = logging.getLogger("payledger.http")
 
@@ -36,6 +39,9 @@ Real-time payments on an event-sourced double-entry ledger.
   refused.
 * Every POST that moves money needs an `Idempotency-Key` header: the same key and body replay
   the original result (200, `Idempotent-Replayed: true`); the same key with another body is 422.
+* Authenticate with an API key: `Authorization: Bearer pl_live_...` (`payledger keys create`).
+  Without one: 401. A role without the permission: 403 `forbidden`; another tenant's id: 404.
+  Payments above the step-up amount need a fresh TOTP code in `X-Payledger-OTP`.
 * Errors are `application/problem+json` (RFC 9457) with a stable `code` and the offending
   `errors[].field`s. Malformed input records nothing.
 * Outcomes are `succeeded`, `failed` (with `failure_code`) or `exception` (outcome unknown,
@@ -47,6 +53,8 @@ TAGS = [
     {"name": "payments", "description": "Real-time payments and their audit history"},
     {"name": "accounts", "description": "Ledger accounts, deposits"},
     {"name": "metrics", "description": "Success rate, volumes and latency from the views"},
+    {"name": "keys", "description": "API keys of the caller's tenant (role admin)"},
+    {"name": "webhooks", "description": "Signed notifications of payment outcomes (role admin)"},
     {"name": "health", "description": "Liveness and readiness probes"},
 ]
 
@@ -65,11 +73,21 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
             create_tables=create_tables_allowed(),
         )
         svc.on_commit = app.state.read.nudge
+        # Webhooks: a deliverer thread (one per store works; projections/webhook_delivery.py).
+        hooks = svc.webhooks.settings
+        app.state.webhooks = (
+            start_deliverer(svc.settings.store, svc.settings.secret_key, hooks)
+            if hooks.delivery == "inline"
+            else None
+        )
+        authn.install(app, svc)  # API keys: app.state.auth (interfaces/http/authn.py)
         if owned:
             tune_process()  # a serving process, not a test embedding the app
         try:
             yield
         finally:
+            if app.state.webhooks is not None:
+                app.state.webhooks.stop()
             app.state.read.close()
             if owned:
                 app.state.service.close()
@@ -87,8 +105,11 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     )
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
-    for module in (queries, payments, accounts, health, prometheus, dashboard):
+    # Security headers, CORS and the request log (after every other middleware: outermost).
+    security.install(app, settings or (service.settings if service else Settings()))
+    for module in (queries, payments, accounts, key_routes, health, prometheus, dashboard):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,8 +1,11 @@
 """What a route needs besides its body: the service, the principal, the idempotency key.
 
-Only the principal is a FastAPI dependency (authentication will live there). Each dependency
-costs a route tens of microseconds in FastAPI's solver, so the service is read straight from
-the application state and the idempotency key is a plain header parameter.
+Only the principal is a FastAPI dependency: ``authenticate`` is the one implementation of
+authentication (the ``Authorization: Bearer pl_live_...`` key, checked by the app's
+``Authenticator``, interfaces/http/authn.py), and routes ask for it through the permission and
+ownership dependencies of interfaces/http/authz.py. Each dependency costs a route tens of
+microseconds in FastAPI's solver, so the service is read straight from the application state
+and the idempotency key is a plain header parameter.
 
 A hot route can skip FastAPI's per-request machinery altogether (``served_by``): it then reads
 its JSON body, principal and idempotency key with ``json_body``, ``current_principal`` and
@@ -16,19 +19,23 @@ import json
 from collections.abc import Callable, Coroutine
 from email.message import Message
 from functools import lru_cache
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from application.commands import ANONYMOUS, Principal
+from application.commands import Principal
 from application.drafts import MAX_KEY_LENGTH
 from application.service import Payledger
 from interfaces.http.problems import IdempotencyKeyRequired
+
+if TYPE_CHECKING:
+    from interfaces.http.authn import Authenticator
 
 KEY_HELP = (
     "Unique per operation (e.g. a UUID). Retrying with the same key and body replays the "
@@ -37,9 +44,29 @@ KEY_HELP = (
 REQUIRED_KEY_HELP = "**Required** (400 `idempotency_key_required` without it). " + KEY_HELP
 
 
-async def get_principal() -> Principal:
-    """Who is calling. The one place authentication will go (API keys come in a later issue)."""
-    return ANONYMOUS
+async def authenticate(request: Request) -> Principal:
+    """Who is calling: the principal of the request's API key (or the development sandbox's
+    anonymous principal while no key exists), after the key's rate limit. Raises
+    ``Unauthenticated`` (401), or ``RateLimited`` (429)."""
+    auth: Authenticator = request.app.state.auth
+    principal = await auth.authenticate(request.headers.get("authorization"))
+    request.state.principal = principal  # for the request log (interfaces/http/security.py)
+    return principal
+
+
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key: `Authorization: Bearer pl_live_<id>_<secret>` "
+    "(`payledger keys create`). Not needed while no key exists outside production.",
+)
+
+
+async def get_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+) -> Principal:
+    """``authenticate`` as a FastAPI dependency (documented as the ``ApiKey`` scheme)."""
+    return await authenticate(request)
 
 
 def service(request: Request) -> Payledger:
@@ -100,7 +127,7 @@ def served_by(handler: Handler) -> type[APIRoute]:
 
 async def current_principal(request: Request) -> Principal:
     """``CurrentPrincipal`` for a ``served_by`` route."""
-    return await get_principal()
+    return await authenticate(request)
 
 
 def idempotency_key(request: Request) -> tuple[str | None, Errors]:

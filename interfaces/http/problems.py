@@ -8,6 +8,7 @@ number), and an unexpected error answers 500 without its stack trace, which goes
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,16 @@ from domain.errors import (
     PayledgerError,
     ValidationError,
 )
+from domain.keys import (
+    Forbidden,
+    InvalidApiKey,
+    OtpInvalid,
+    OtpNotEnrolled,
+    OtpRequired,
+    OtpThrottled,
+    Unauthenticated,
+)
+from interfaces.http.ratelimit import RateLimited
 from interfaces.http.schemas import AMOUNT_FIELDS, TAGGED_UNIONS
 from projections.queries import PositionNotReached
 
@@ -74,11 +85,15 @@ class Rule:
     status: int
     title: str
     code: str | None = None  # None: the error's own ``code``
-    retry: bool = False
+    retry: bool = False  # Retry-After: the error's ``retry_after_s``, else RETRY_AFTER_S
+    challenge: bool = False  # WWW-Authenticate: Bearer (RFC 6750)
 
 
 # Most specific first: the first class the error is an instance of decides.
 RULES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Rule], ...] = (
+    (Unauthenticated, Rule(401, "Unauthorized", challenge=True)),
+    ((RateLimited, OtpThrottled), Rule(429, "Too many requests", retry=True)),
+    ((Forbidden, OtpRequired, OtpInvalid, OtpNotEnrolled), Rule(403, "Forbidden")),
     (IdempotencyKeyRequired, Rule(400, "Idempotency-Key required")),
     (IdempotencyKeyReused, Rule(422, "Idempotency key reused")),
     (ValidationError, Rule(422, "Invalid request")),
@@ -135,8 +150,20 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     errors: Iterable[FieldError] = ()
     if isinstance(exc, ValidationError | IdempotencyKeyRequired):
         errors = exc.errors
-    headers = {"Retry-After": RETRY_AFTER_S} if rule.retry else None
-    return problem_response(rule.status, rule.title, code, detail, errors, headers)
+    return problem_response(rule.status, rule.title, code, detail, errors, _headers(rule, exc))
+
+
+def _headers(rule: Rule, exc: BaseException) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
+    if rule.retry:
+        retry_after_s = getattr(exc, "retry_after_s", None)
+        headers["Retry-After"] = (
+            RETRY_AFTER_S if retry_after_s is None else str(max(1, math.ceil(retry_after_s)))
+        )
+    if rule.challenge:
+        invalid = isinstance(exc, InvalidApiKey)
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if invalid else "Bearer"
+    return headers or None
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

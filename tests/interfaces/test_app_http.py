@@ -62,7 +62,8 @@ def test_openapi_documents_bodies_with_examples_and_problems(client: httpx.Clien
     schema = client.get("/openapi.json").json()
 
     assert schema["info"]["title"] == "Payledger" and schema["info"]["version"]
-    assert {t["name"] for t in schema["tags"]} == {"payments", "accounts", "metrics", "health"}
+    tags = {t["name"] for t in schema["tags"]}
+    assert tags == {"payments", "accounts", "metrics", "keys", "webhooks", "health"}
     components = schema["components"]["schemas"]
     for name in ("PaymentIn", "AccountIn", "DepositIn", "PaymentOut", "AccountOut", "Problem"):
         assert components[name].get("examples"), name
@@ -97,12 +98,12 @@ def owned_service(sqlite_url: str) -> Iterator[Payledger]:
 def test_unexpected_error_is_500_without_details(
     owned_service: Payledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def explode(*args: object) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail 4242424242424242")
 
-    monkeypatch.setattr(ReadModel, "payment", explode)
+    monkeypatch.setattr(ReadModel, "payments", explode)
     with serving(create_app(service=owned_service)) as live:
-        response = httpx.get(f"{live.base_url}/v1/payments/{new_key()[5:]}")
+        response = httpx.get(f"{live.base_url}/v1/payments")
 
     problem = assert_problem(response, 500, "internal_error")
     assert "secret" not in response.text and "Traceback" not in response.text

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Body, FastAPI, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Header, Request, Response
 from fastapi.openapi.utils import get_openapi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,16 +28,23 @@ from pydantic import TypeAdapter
 
 from application.commands import ANONYMOUS, Principal, SubmitPayment
 from application.results import PaymentResult
+from domain.keys import InvalidApiKey, Unauthenticated
 from interfaces.http import problems
 from interfaces.http.app import MAX_BODY_BYTES
-from interfaces.http.deps import CurrentPrincipal, IdempotencyKey, current_principal, required
+from interfaces.http.authz import Allow, Permission
+from interfaces.http.deps import IdempotencyKey, current_principal, required
 from interfaces.http.deps import service as service_of
 from interfaces.http.examples import PAYMENT_EXAMPLES
 from interfaces.http.limits import BodySizeLimit
 from interfaces.http.routes import payments
-from interfaces.http.routes._responses import POSITION_HEADER, mark_position, mark_replay, replay
-from interfaces.http.routes._responses import problems as problem_responses
-from interfaces.http.routes.payments import payment_json
+from interfaces.http.routes._responses import (
+    POSITION_HEADER,
+    auth_problems,
+    mark_position,
+    mark_replay,
+    replay,
+)
+from interfaces.http.routes.payments import OTP_HEADER, OTP_HELP, payment_json, step_up_if_large
 from interfaces.http.schemas import PaymentIn, PaymentOut
 from tests.interfaces.conftest import LiveServer, serving
 
@@ -54,14 +61,17 @@ async def legacy_submit_payment(
     body: Annotated[PaymentIn, Body(openapi_examples=PAYMENT_EXAMPLES)],
     request: Request,
     response: Response,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Allow(Permission.PAYMENTS_CREATE)],
     key: IdempotencyKey = None,
+    otp: Annotated[str | None, Header(alias=OTP_HEADER, description=OTP_HELP)] = None,
 ) -> PaymentOut:
     """Validates, routes to the channel and records the payment; answers with its final result.
 
     A well-formed payment the rules or the channel refuse is recorded and answered 201 with
     `status: "failed"` and a `failure_code`; an unknown outcome is `status: "exception"`."""
     command = body.to_command(required(key))
+    if principal.key_id is not None:
+        await step_up_if_large(service_of(request), principal, command, otp)
     result = await service_of(request).submit_payment(command, principal)
     mark_replay(response, result.replayed)
     mark_position(response, request)
@@ -78,7 +88,7 @@ def legacy_router() -> APIRouter:
         status_code=201,
         summary="Submit a real-time payment",
         response_description="The final payment (201), or the original one on a replay (200)",
-        responses=replay(PaymentOut) | problem_responses(400, 409, 422, 503),
+        responses=replay(PaymentOut) | auth_problems(400, 409, 422, 503),
     )
     return router
 
@@ -90,6 +100,8 @@ class FakeService:
         self.commands: list[tuple[SubmitPayment, Principal]] = []
         # What `mark_position` reads when the request saved nothing (the fake saves nothing).
         self.app = SimpleNamespace(recorder=SimpleNamespace(max_notification_id=lambda: 7))
+        # Keys: the payments here are small, no step-up (tests/interfaces/test_step_up_http.py).
+        self.keys = SimpleNamespace(payment_needs_step_up=lambda *args: False)
 
     async def submit_payment(self, command: SubmitPayment, principal: Principal) -> PaymentResult:
         self.commands.append((command, principal))
@@ -120,6 +132,27 @@ class FakeService:
         )
 
 
+# Stand-ins for API keys: the fake service has no store to keep them in.
+SUBMITTER = Principal(tenant="acme", client="key:s", role="submitter", key_id=uuid.uuid4())
+AUDITOR = Principal(tenant="acme", client="key:a", role="auditor", key_id=uuid.uuid4())
+STUB_KEYS = {"Bearer submitter": SUBMITTER, "Bearer auditor": AUDITOR}
+
+
+class StubAuthenticator:
+    """``app.state.auth`` for the bare apps: no header is the sandbox, two known keys, and
+    anything else an invalid key."""
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if authorization is None:
+            return ANONYMOUS
+        if authorization == "Bearer nobody":
+            raise Unauthenticated("send an API key")
+        principal = STUB_KEYS.get(authorization)
+        if principal is None:
+            raise InvalidApiKey("the API key is not valid")
+        return principal
+
+
 def bare_app(router: APIRouter, svc: FakeService) -> FastAPI:
     """The parts of ``create_app`` a POST goes through: problems, the body limit, the route."""
     app = FastAPI(title="Payledger", version="0")
@@ -127,6 +160,7 @@ def bare_app(router: APIRouter, svc: FakeService) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(router)
     app.state.service = svc
+    app.state.auth = StubAuthenticator()
     return app
 
 
@@ -315,6 +349,30 @@ def test_keys_with_a_valid_body_are_answered_the_same(clients: Clients, key: str
     assert new == old
 
 
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer submitter", "Bearer auditor", "Bearer x", "Bearer nobody"]
+)
+@pytest.mark.parametrize(
+    "body", [VALID_BODIES["card"], BAD_BODIES["broken"], BAD_BODIES["unknown field"]],
+    ids=["valid", "broken", "invalid"],
+)  # fmt: skip
+@pytest.mark.parametrize("key", [None, "k-6"], ids=["no key", "key"])
+def test_principals_are_answered_the_same(
+    clients: Clients, authorization: str | None, body: bytes, key: str | None
+) -> None:
+    """401 (with its challenge) and 403 come where FastAPI's dependency put them: after a body
+    that does not parse, before every other error."""
+    headers = key_headers(key) | ({} if authorization is None else {"Authorization": authorization})
+    old, new = (c.post("/v1/payments", content=body, headers=headers) for c in clients)
+
+    assert answer(new) == answer(old)
+    assert new.headers.get("www-authenticate") == old.headers.get("www-authenticate")
+    if body is not BAD_BODIES["broken"] and authorization in ("Bearer x", "Bearer nobody"):
+        assert new.status_code == 401 and new.headers["www-authenticate"].startswith("Bearer")
+    if body is not BAD_BODIES["broken"] and authorization == "Bearer auditor":
+        assert new.status_code == 403 and new.json()["code"] == "forbidden"
+
+
 def test_oversize_bodies_are_answered_the_same(clients: Clients) -> None:
     huge = dumps(INTERNAL | {"description": "x" * (MAX_BODY_BYTES + 1)})
     declared = post_both(clients, huge, key_headers("k-4"))
@@ -490,7 +548,9 @@ def test_openapi_documents_the_route_as_before() -> None:
     body = operation["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/PaymentIn"}
     assert set(body["examples"]) == set(PAYMENT_EXAMPLES)
-    assert [p["name"] for p in operation["parameters"]] == ["Idempotency-Key"]
+    assert [p["name"] for p in operation["parameters"]] == ["Idempotency-Key", OTP_HEADER]
+    assert operation["security"] == [{"ApiKey": []}]
+    assert {"401", "403", "429"} <= set(operation["responses"])
     assert {"200", "201", "400", "409", "422", "503"} <= set(operation["responses"])
     assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PaymentOut"
@@ -504,7 +564,17 @@ def test_the_documented_endpoint_is_never_called(servers: tuple[LiveServer, Live
 
 
 def test_current_principal_is_the_dependencys() -> None:
-    assert asyncio.run(current_principal(None)) == ANONYMOUS  # type: ignore[arg-type]
+    def request(headers: dict[str, str]) -> Any:
+        state = SimpleNamespace(auth=StubAuthenticator())
+        app = SimpleNamespace(state=state)
+        return SimpleNamespace(app=app, headers=headers, state=SimpleNamespace())
+
+    assert asyncio.run(current_principal(request({}))) == ANONYMOUS
+    assert asyncio.run(current_principal(request({"authorization": "Bearer submitter"}))) == (
+        SUBMITTER
+    )
+    with pytest.raises(InvalidApiKey):
+        asyncio.run(current_principal(request({"authorization": "Bearer x"})))
 
 
 def test_the_body_adapter_is_payment_in() -> None:

@@ -11,16 +11,29 @@ from interfaces.http.schemas import Problem
 
 _DESCRIPTIONS = {
     400: "Missing Idempotency-Key",
-    404: "Not found",
+    401: "No valid API key (`WWW-Authenticate: Bearer`)",
+    403: "The key's role lacks the permission (`forbidden`), or the operation needs a fresh "
+    "second-factor code in `X-Payledger-OTP` (`otp_required`, `otp_invalid`, `otp_not_enrolled`)",
+    404: "Not found (also another tenant's id)",
     409: "Conflict (a request with this key is still in flight, or an account rule)",
     422: "Malformed input (nothing was recorded) or an idempotency key reused with another body",
+    429: "Rate limited (`rate_limited`) or second factor locked after failures "
+    "(`otp_throttled`); retry after `Retry-After` seconds",
     503: "Overloaded or the database is unreachable; retry after `Retry-After` seconds",
 }
+
+
+AUTH_STATUSES = (401, 403, 429)  # every authenticated route can answer these
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:  # FastAPI's `responses` type
     """The problem responses a route can give, for the OpenAPI document."""
     return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def auth_problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``problems`` of an authenticated route: 401, 403 and 429 besides ``statuses``."""
+    return problems(*sorted({*statuses, *AUTH_STATUSES}))
 
 
 def replay(model: type[Any]) -> dict[int | str, dict[str, Any]]:

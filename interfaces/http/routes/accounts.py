@@ -7,16 +7,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from application.commands import CloseAccount
+from application.commands import CloseAccount, Principal
 from application.history import MAX_AS_OF_LENGTH
-from interfaces.http.deps import (
-    CurrentPrincipal,
-    IdempotencyKey,
-    OptionalIdempotencyKey,
-    required,
-    service,
-)
-from interfaces.http.routes._responses import mark_position, mark_replay, problems, replay
+from interfaces.http.authz import Allow, OwnedAccount, Permission
+from interfaces.http.deps import IdempotencyKey, OptionalIdempotencyKey, required, service
+from interfaces.http.routes._responses import auth_problems, mark_position, mark_replay, replay
 from interfaces.http.routes.queries import Timeout, WaitFor, current_account
 from interfaces.http.schemas import AccountIn, AccountOut, DepositIn, DepositOut
 
@@ -27,13 +22,13 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
     "",
     status_code=201,
     summary="Open an account",
-    responses={**replay(AccountOut), **problems(422, 503)},
+    responses={**replay(AccountOut), **auth_problems(422, 503)},
 )
 async def open_account(
     body: AccountIn,
     request: Request,
     response: Response,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Allow(Permission.ACCOUNTS_OPEN)],
     key: OptionalIdempotencyKey = None,
 ) -> AccountOut:
     """With an `Idempotency-Key`, retrying opens no second account (and answers 200)."""
@@ -50,11 +45,11 @@ AS_OF_HELP = (
 )
 
 
-@router.get("/{account_id}", summary="Get an account", responses=problems(404, 422))
+@router.get("/{account_id}", summary="Get an account", responses=auth_problems(404, 422))
 def get_account(
     account_id: UUID,
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, OwnedAccount(Permission.ACCOUNTS_READ)],
     response: Response,
     as_of: Annotated[str | None, Query(max_length=MAX_AS_OF_LENGTH, description=AS_OF_HELP)] = None,
     wait_for_position: WaitFor = None,
@@ -73,14 +68,14 @@ def get_account(
     "/{account_id}/deposits",
     status_code=201,
     summary="Deposit into an account",
-    responses=replay(DepositOut) | problems(400, 404, 409, 422, 503),
+    responses=replay(DepositOut) | auth_problems(400, 404, 409, 422, 503),
 )
 async def deposit(
     account_id: UUID,
     body: DepositIn,
     request: Request,
     response: Response,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, OwnedAccount(Permission.DEPOSITS_CREATE)],
     key: IdempotencyKey = None,
 ) -> DepositOut:
     """Credits the account from the tenant's external funding source through a ledger entry."""
@@ -92,10 +87,15 @@ async def deposit(
 
 
 @router.post(
-    "/{account_id}/close", summary="Close an account", responses=problems(404, 409, 422, 503)
+    "/{account_id}/close",
+    summary="Close an account",
+    responses=auth_problems(404, 409, 422, 503),
 )
 async def close_account(
-    account_id: UUID, request: Request, response: Response, principal: CurrentPrincipal
+    account_id: UUID,
+    request: Request,
+    response: Response,
+    principal: Annotated[Principal, OwnedAccount(Permission.ACCOUNTS_CLOSE)],
 ) -> AccountOut:
     """Only an account with a zero balance and no holds can close."""
     result = await service(request).accounts.close(CloseAccount(account_id), principal)

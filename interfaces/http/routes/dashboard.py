@@ -27,9 +27,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from application.commands import Principal
 from domain.errors import ValidationError
 from domain.money import format_amount
-from interfaces.http.deps import CurrentPrincipal
+from interfaces.http.authz import Allow, Permission
 from interfaces.http.query_schemas import MetricsOut
 from interfaces.http.routes.queries import MAX_METRICS_SPAN, ChannelName, read_side
 from projections.queries import BUCKETS_S, PaymentFilter
@@ -308,7 +309,7 @@ def volume_chart(p: Period, series: list[dict[str, Any]]) -> Chart:
 @router.get("/dashboard", response_class=HTMLResponse, summary="Operations dashboard (HTML)")
 def dashboard(
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Allow(Permission.METRICS_READ)],
     period: Annotated[
         str | None, Query(pattern=PERIOD_PATTERN, description="15m, 1h, 24h, 7d, ...")
     ] = None,

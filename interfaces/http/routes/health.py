@@ -17,6 +17,8 @@ router = APIRouter(tags=["health"])
 
 class ProjectionsStopped(CommitterStopped):
     """The in-process follower died: the views no longer follow the log."""
+
+
 log = logging.getLogger("payledger.http")
 
 

@@ -7,13 +7,18 @@ from typing import Annotated, Any, get_args
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 
+from application.commands import Principal, SubmitPayment
 from application.results import PaymentResult
+from application.service import Payledger
+from domain.errors import ValidationError
+from domain.money import parse_amount
+from domain.payments import payment_id_for
+from interfaces.http.authz import Allow, OwnedPayment, Permission, check
 from interfaces.http.deps import (
-    CurrentPrincipal,
     IdempotencyKey,
     current_principal,
     idempotency_key,
@@ -23,7 +28,7 @@ from interfaces.http.deps import (
     service,
 )
 from interfaces.http.examples import PAYMENT_EXAMPLES
-from interfaces.http.routes._responses import mark_position, mark_replay, problems, replay
+from interfaces.http.routes._responses import auth_problems, mark_position, mark_replay, replay
 from interfaces.http.routes.queries import Timeout, WaitFor, current_payment
 from interfaces.http.schemas import (
     TIME_TRAVEL_FIELDS,
@@ -47,22 +52,48 @@ async def submit_payment(request: Request) -> Response:
     """Serves `_submit_payment_contract`: reads the body, principal and key as FastAPI would
     (same errors, same order) and answers `PaymentOut`'s JSON, byte for byte."""
     payment, body_errors = await json_body(request, _PAYMENT_IN)
-    principal = await current_principal(request)
+    principal = check(await current_principal(request), Permission.PAYMENTS_CREATE)
     key, errors = idempotency_key(request)
     if errors or body_errors:
         raise RequestValidationError(errors + body_errors)
     assert payment is not None
-    result = await service(request).submit_payment(payment.to_command(required(key)), principal)
+    command = payment.to_command(required(key))
+    svc = service(request)
+    if principal.key_id is not None:
+        await step_up_if_large(svc, principal, command, request.headers.get(OTP_HEADER))
+    result = await svc.submit_payment(command, principal)
     response = Response(payment_json(result), 201, media_type="application/json")
     mark_replay(response, result.replayed)
     mark_position(response, request)
     return response
 
 
+OTP_HEADER = "X-Payledger-OTP"
+OTP_HELP = (
+    "A fresh TOTP code of the key's second factor: required from API keys for payments above "
+    "`PAYLEDGER_STEP_UP_AMOUNT` (in the payment's currency). Each code is accepted once."
+)
+
+
+async def step_up_if_large(
+    svc: Payledger, principal: Principal, command: SubmitPayment, code: str | None
+) -> None:
+    """A payment above the step-up amount needs a fresh second-factor code (not on an
+    idempotent replay of one that had it: the payment then exists already)."""
+    try:
+        amount_minor = parse_amount(command.amount, command.currency)
+    except ValidationError:
+        return  # the service refuses it, with every other error of the request
+    if svc.keys.payment_needs_step_up(principal, amount_minor, command.currency):
+        payment_id = payment_id_for(principal.tenant, principal.client, command.idempotency_key)
+        await svc.keys.step_up(principal, code, unless_exists=payment_id)
+
+
 async def _submit_payment_contract(
     body: Annotated[PaymentIn, Body(openapi_examples=PAYMENT_EXAMPLES)],
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Allow(Permission.PAYMENTS_CREATE)],
     key: IdempotencyKey = None,
+    otp: Annotated[str | None, Header(alias=OTP_HEADER, description=OTP_HELP)] = None,
 ) -> PaymentOut:
     """Validates, routes to the channel and records the payment; answers with its final result.
 
@@ -80,7 +111,7 @@ router.add_api_route(
     status_code=201,
     summary="Submit a real-time payment",
     response_description="The final payment (201), or the original one on a replay (200)",
-    responses=replay(PaymentOut) | problems(400, 409, 422, 503),
+    responses=replay(PaymentOut) | auth_problems(400, 409, 422, 503),
 )
 
 
@@ -175,11 +206,11 @@ AS_OF_VERSION_HELP = (
 )
 
 
-@router.get("/{payment_id}", summary="Get a payment", responses=problems(404, 422))
+@router.get("/{payment_id}", summary="Get a payment", responses=auth_problems(404, 422))
 def get_payment(
     payment_id: UUID,
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, OwnedPayment(Permission.PAYMENTS_READ)],
     response: Response,
     as_of_version: Annotated[int | None, Query(description=AS_OF_VERSION_HELP)] = None,
     wait_for_position: WaitFor = None,
@@ -196,10 +227,14 @@ def get_payment(
 
 
 @router.get(
-    "/{payment_id}/events", summary="A payment's audit history", responses=problems(404, 422)
+    "/{payment_id}/events",
+    summary="A payment's audit history",
+    responses=auth_problems(404, 422),
 )
 def payment_events(
-    payment_id: UUID, request: Request, principal: CurrentPrincipal
+    payment_id: UUID,
+    request: Request,
+    principal: Annotated[Principal, OwnedPayment(Permission.PAYMENTS_AUDIT)],
 ) -> PaymentEventsOut:
     events = service(request).payment_events(payment_id, principal)
     return PaymentEventsOut(payment_id=payment_id, events=[EventOut.of(e) for e in events])

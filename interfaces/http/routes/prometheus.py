@@ -16,6 +16,7 @@ counters), so every API worker answers the same numbers and a restart loses noth
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,6 +29,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from application.commands import Principal
+from interfaces.http.authz import Allow, Permission
+from interfaces.http.routes._responses import auth_problems
 from projections.payments import HISTOGRAM, LATENCY_BOUNDS_MS
 from projections.read_side import ReadSide
 
@@ -111,9 +115,13 @@ def exposition(read: ReadSide) -> bytes:
     "/metrics",
     summary="Prometheus exposition",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Text exposition"}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Text exposition"}}
+    | auth_problems(),
 )
-def prometheus_metrics(request: Request) -> Response:
+def prometheus_metrics(
+    request: Request, principal: Annotated[Principal, Allow(Permission.METRICS_READ)]
+) -> Response:
     """Counts by outcome, latency histograms per channel and the views' lag, read from the
-    views at scrape time (the same from every worker)."""
+    views at scrape time (the same from every worker). Platform-wide (every tenant): once keys
+    exist, scrape with a key whose role reads metrics (auditor, operator, admin)."""
     return Response(exposition(request.app.state.read), media_type=CONTENT_TYPE_LATEST)

@@ -17,9 +17,9 @@ from application.commands import Principal
 from application.results import AccountResult, PaymentResult
 from domain.errors import AccountNotFound, FieldError, PaymentNotFound, ValidationError
 from domain.money import format_amount, parse_amount
-from interfaces.http.deps import CurrentPrincipal
+from interfaces.http.authz import Allow, OwnedAccount, Permission
 from interfaces.http.query_schemas import EntriesOut, MetricsOut, PaymentListOut, entry_out
-from interfaces.http.routes._responses import problems
+from interfaces.http.routes._responses import auth_problems
 from interfaces.http.schemas import PaymentOut
 from projections.queries import BadCursor, PaymentFilter, PositionNotReached
 from projections.read_side import ReadSide
@@ -100,12 +100,12 @@ def _wait(read: ReadSide, projection: str, position: int | None, timeout_s: floa
     "/v1/payments",
     summary="Search payments",
     response_model=PaymentListOut,
-    responses=problems(422, 503),
+    responses=auth_problems(422, 503),
     tags=["payments"],
 )
 def list_payments(
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Allow(Permission.PAYMENTS_READ)],
     status: Status | None = None,
     channel: ChannelName | None = None,
     payer: Annotated[UUID | None, Query(description="Payer account id")] = None,
@@ -161,13 +161,13 @@ def _amount_bounds(
     "/v1/accounts/{account_id}/entries",
     summary="An account's statement",
     response_model=EntriesOut,
-    responses=problems(404, 422, 503),
+    responses=auth_problems(404, 422, 503),
     tags=["accounts"],
 )
 def account_entries(
     account_id: UUID,
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, OwnedAccount(Permission.ACCOUNTS_READ)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Cursor = None,
     wait_for_position: WaitFor = None,
@@ -201,12 +201,12 @@ def account_entries(
     "/v1/metrics",
     summary="Success rate, volumes and latency",
     response_model=MetricsOut,
-    responses=problems(422, 503),
+    responses=auth_problems(422, 503),
     tags=["metrics"],
 )
 def metrics(
     request: Request,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Allow(Permission.METRICS_READ)],
     from_: Annotated[
         datetime | None, Query(alias="from", description="Start (default: `to` - 1 hour)")
     ] = None,
