@@ -414,8 +414,10 @@ class LogReader:
 class Leadership:
     """Only one follower per database: PostgreSQL advisory lock, or ``flock`` for SQLite."""
 
-    def __init__(self, db: ViewDB) -> None:
-        self.db = db
+    def __init__(
+        self, db: ViewDB, *, key: int = ADVISORY_LOCK_KEY, lock_suffix: str = ".projections.lock"
+    ) -> None:
+        self.db, self.key, self.lock_suffix = db, key, lock_suffix
         self._file: Any = None
         self.held = False
 
@@ -426,13 +428,13 @@ class Leadership:
         if store.kind == "postgres":
             # One lock per schema: several stores may share one PostgreSQL database.
             row = self.db.query(
-                "SELECT pg_try_advisory_lock(?, hashtext(?))", (ADVISORY_LOCK_KEY, self.db.schema)
+                "SELECT pg_try_advisory_lock(?, hashtext(?))", (self.key, self.db.schema)
             )
             self.held = bool(row[0][0])
         elif store.is_memory:
             self.held = True
         else:
-            handle = open(Path(store.sqlite_path + ".projections.lock"), "a")  # noqa: SIM115
+            handle = open(Path(store.sqlite_path + self.lock_suffix), "a")  # noqa: SIM115
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -448,9 +450,11 @@ class Leadership:
             self._file.close()
             self._file = None
         elif self.db.store.kind == "postgres":
-            self.db.query(
-                "SELECT pg_advisory_unlock(?, hashtext(?))", (ADVISORY_LOCK_KEY, self.db.schema)
-            )
+            # A lost connection has released the lock already.
+            with contextlib.suppress(Exception):
+                self.db.query(
+                    "SELECT pg_advisory_unlock(?, hashtext(?))", (self.key, self.db.schema)
+                )
         self.held = False
 
 

@@ -31,7 +31,6 @@ by and take over when it stops.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
@@ -41,7 +40,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -51,6 +49,7 @@ import orjson
 from application.store import StoreConfig
 from application.webhooks import SealError, WebhookSettings, signing_secrets
 from projections.db import ViewDB
+from projections.runner import Leadership
 from projections.webhooks import ATTEMPTS, DELIVERIES
 
 log = logging.getLogger("payledger.webhooks")
@@ -97,49 +96,12 @@ class Outcome(NamedTuple):
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-class DeliveryLock:
+class DeliveryLock(Leadership):
     """Only one working deliverer per store: a PostgreSQL advisory lock per schema, or an
     ``flock`` on ``<sqlite file>.webhooks.lock`` (as the projections' leadership)."""
 
     def __init__(self, db: ViewDB) -> None:
-        self.db = db
-        self._file: Any = None
-        self.held = False
-
-    def try_acquire(self) -> bool:
-        if self.held:
-            return True
-        store = self.db.store
-        if store.kind == "postgres":
-            row = self.db.query(
-                "SELECT pg_try_advisory_lock(?, hashtext(?))", (ADVISORY_LOCK_KEY, self.db.schema)
-            )
-            self.held = bool(row[0][0])
-        elif store.is_memory:
-            self.held = True
-        else:
-            handle = open(Path(store.sqlite_path + ".webhooks.lock"), "a")  # noqa: SIM115
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                return False
-            self._file, self.held = handle, True
-        return self.held
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        elif self.db.store.kind == "postgres":
-            with contextlib.suppress(Exception):
-                self.db.query(
-                    "SELECT pg_advisory_unlock(?, hashtext(?))",
-                    (ADVISORY_LOCK_KEY, self.db.schema),
-                )
-        self.held = False
+        super().__init__(db, key=ADVISORY_LOCK_KEY, lock_suffix=".webhooks.lock")
 
 
 class Deliverer:
