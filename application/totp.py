@@ -9,15 +9,15 @@ makes existing TOTP enrolments unreadable: issue new approver/admin keys after r
 
 from __future__ import annotations
 
-import base64
 import hmac
 import io
-import os
 from datetime import datetime
 from uuid import UUID
 
 import pyotp
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from application.sealing import Sealer
+from application.sealing import SealError as SealError  # re-exported for callers
 
 ISSUER = "Payledger"
 SEAL_CONTEXT = b"payledger-totp-seal-v1"
@@ -26,10 +26,6 @@ STEP_S = 30
 DIGITS = 6
 # Codes of the previous and next 30-second step are accepted too (clock drift, typing time).
 VALID_WINDOW = 1
-
-
-class SealError(Exception):
-    """A sealed seed that cannot be opened (another secret key, or altered)."""
 
 
 def new_seed() -> str:
@@ -72,27 +68,16 @@ def seed_of_uri(uri: str) -> str:
 # --- sealing ---------------------------------------------------------------------------------
 
 
-def seal_key(secret_key: str | bytes) -> bytes:
-    raw = secret_key.encode() if isinstance(secret_key, str) else secret_key
-    return hmac.digest(raw, SEAL_CONTEXT, "sha256")
+_SEALER = Sealer(SEAL_CONTEXT, SEAL_VERSION, "the TOTP seed")
+seal_key = _SEALER.key
 
 
 def seal(seed: str, key_id: UUID, secret_key: str | bytes) -> str:
-    nonce = os.urandom(12)
-    sealed = AESGCM(seal_key(secret_key)).encrypt(nonce, seed.encode(), key_id.bytes)
-    return f"{SEAL_VERSION}:{base64.b64encode(nonce + sealed).decode()}"
+    return _SEALER.seal(seed, key_id, secret_key)
 
 
 def unseal(sealed: str, key_id: UUID, secret_key: str | bytes) -> str:
-    version, _, payload = sealed.partition(":")
-    if version != SEAL_VERSION:
-        raise SealError(f"unknown seal version {version!r}")
-    try:
-        raw = base64.b64decode(payload, validate=True)
-        seed = AESGCM(seal_key(secret_key)).decrypt(raw[:12], raw[12:], key_id.bytes)
-    except Exception as e:  # InvalidTag, bad base64
-        raise SealError("the TOTP seed cannot be opened with this PAYLEDGER_SECRET_KEY") from e
-    return seed.decode()
+    return _SEALER.unseal(sealed, key_id, secret_key)
 
 
 # --- QR codes --------------------------------------------------------------------------------

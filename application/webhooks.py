@@ -16,10 +16,7 @@ secret afterwards (deliveries fail with ``signing secret cannot be opened`` unti
 
 from __future__ import annotations
 
-import base64
-import hmac
 import ipaddress
-import os
 import secrets as random_secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from application.commands import Principal
+from application.sealing import Sealer
+from application.sealing import SealError as SealError  # re-exported for callers
 from application.unit_of_work import UnitOfWork
 from domain.errors import FieldError, ValidationError
 from domain.webhooks import (
@@ -88,35 +86,19 @@ class WebhookSettings(BaseSettings):
 # --- secrets -------------------------------------------------------------------------------------
 
 
-class SealError(Exception):
-    """A sealed secret that this ``PAYLEDGER_SECRET_KEY`` cannot open."""
-
-
 def new_secret() -> str:
     return SECRET_PREFIX + random_secrets.token_urlsafe(SECRET_BYTES)
 
 
-def _seal_key(secret_key: str | bytes) -> bytes:
-    raw = secret_key.encode() if isinstance(secret_key, str) else secret_key
-    return hmac.digest(raw, SEAL_CONTEXT, "sha256")
+_SEALER = Sealer(SEAL_CONTEXT, SEAL_VERSION, "the signing secret")
 
 
 def seal_secret(secret: str, endpoint_id: UUID, secret_key: str | bytes) -> str:
-    nonce = os.urandom(12)
-    sealed = AESGCM(_seal_key(secret_key)).encrypt(nonce, secret.encode(), endpoint_id.bytes)
-    return f"{SEAL_VERSION}:{base64.b64encode(nonce + sealed).decode()}"
+    return _SEALER.seal(secret, endpoint_id, secret_key)
 
 
 def unseal_secret(sealed: str, endpoint_id: UUID, secret_key: str | bytes) -> str:
-    version, _, payload = sealed.partition(":")
-    if version != SEAL_VERSION:
-        raise SealError(f"unknown seal version {version!r}")
-    try:
-        raw = base64.b64decode(payload, validate=True)
-        secret = AESGCM(_seal_key(secret_key)).decrypt(raw[:12], raw[12:], endpoint_id.bytes)
-    except Exception as e:  # InvalidTag, bad base64
-        raise SealError("the signing secret cannot be opened with this PAYLEDGER_SECRET_KEY") from e
-    return secret.decode()
+    return _SEALER.unseal(sealed, endpoint_id, secret_key)
 
 
 # --- validation ----------------------------------------------------------------------------------
