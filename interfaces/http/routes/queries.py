@@ -7,6 +7,7 @@ answer) passes ``?wait_for_position=N`` to read its own writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -55,16 +56,11 @@ def current_payment(
 ) -> PaymentResult:
     """One payment from the payments view, after the view has caught up with everything saved
     before this request (read-your-writes) or with ``wait_for_position``."""
-    read = read_side(request)
-    _wait(read, "payments", wait_for_position, timeout_s)
-    caught_up = wait_for_position is not None or read.consistent("payments")
-    found = read.model.payment(principal.tenant, payment_id)
-    response.headers[AS_OF_HEADER] = str(read.model.position("payments"))
+    found = _current(request, response, "payments", wait_for_position, timeout_s,
+                     lambda read: read.model.payment(principal.tenant, payment_id))  # fmt: skip
     if found is None:
-        if not caught_up:  # it may exist but not be projected yet: say so, not 404
-            raise PositionNotReached("the payments view is behind the log; retry shortly")
         raise PaymentNotFound(f"payment {payment_id} does not exist")
-    return found
+    return found  # type: ignore[no-any-return]
 
 
 def current_account(
@@ -76,15 +72,30 @@ def current_account(
     timeout_s: float,
 ) -> AccountResult:
     """One account from the accounts view (as ``current_payment``)."""
-    read = read_side(request)
-    _wait(read, "accounts", wait_for_position, timeout_s)
-    caught_up = wait_for_position is not None or read.consistent("accounts")
-    found = read.model.account(principal.tenant, account_id)
-    response.headers[AS_OF_HEADER] = str(read.model.position("accounts"))
+    found = _current(request, response, "accounts", wait_for_position, timeout_s,
+                     lambda read: read.model.account(principal.tenant, account_id))  # fmt: skip
     if found is None:
-        if not caught_up:  # it may exist but not be projected yet: say so, not 404
-            raise PositionNotReached("the accounts view is behind the log; retry shortly")
         raise AccountNotFound(f"account {account_id} does not exist")
+    return found  # type: ignore[no-any-return]
+
+
+def _current(
+    request: Request,
+    response: Response,
+    projection: str,
+    wait_for_position: int | None,
+    timeout_s: float,
+    lookup: Callable[[ReadSide], Any],
+) -> Any:
+    """Wait as asked (or for the log's end as of now), look up, and say how far the view is.
+    None only when the view has caught up and still has no such row."""
+    read = read_side(request)
+    _wait(read, projection, wait_for_position, timeout_s)
+    caught_up = wait_for_position is not None or read.consistent(projection)
+    found = lookup(read)
+    response.headers[AS_OF_HEADER] = str(read.model.position(projection))
+    if found is None and not caught_up:  # it may exist but not be projected yet: not a 404
+        raise PositionNotReached(f"the {projection} view is behind the log; retry shortly")
     return found
 
 
