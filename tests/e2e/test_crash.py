@@ -8,6 +8,7 @@ after the 100th answer, so some requests are answered, some in flight and some n
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -57,13 +58,21 @@ def _requests(payer: str, shop: str) -> list[tuple[str, dict[str, Any]]]:
     return bodies
 
 
+RETRIES_503 = 5
+
+
 def _send(base_url: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        answer = httpx.post(
-            f"{base_url}/v1/payments", json=body, headers={"Idempotency-Key": key}, timeout=60
-        )
-    except httpx.TransportError:
-        return None  # the server died under it
+    """Send as a careful client does: a 503 says "retry after" and the key makes it safe."""
+    for _ in range(RETRIES_503):
+        try:
+            answer = httpx.post(
+                f"{base_url}/v1/payments", json=body, headers={"Idempotency-Key": key}, timeout=60
+            )
+        except httpx.TransportError:
+            return None  # the server died under it
+        if answer.status_code != 503:
+            break
+        time.sleep(float(answer.headers.get("Retry-After", "1")))
     assert answer.status_code in (200, 201), answer.text
     return dict(answer.json())
 
@@ -102,7 +111,11 @@ def test_sigkill_mid_load_then_retry_loses_nothing_and_pays_nothing_twice(
 
     restarted = start_server(database_url, "--log-level", "warning", env=SERVER_ENV)
     with ThreadPoolExecutor(max_workers=16) as pool:
-        after = list(pool.map(lambda item: _send(restarted.base_url, *item), requests))
+        try:
+            after = list(pool.map(lambda item: _send(restarted.base_url, *item), requests))
+        except AssertionError as e:
+            log_tail = restarted.log()[-4000:]
+            raise AssertionError(f"{e}\nserver log (last 4000 chars):\n{log_tail}") from e
 
     assert all(r is not None for r in after)
     assert len({r["id"] for r in after}) == REQUESTS  # one payment per key, never two
