@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4, uuid5
+
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
 
 from application.commands import CloseAccount, MakeDeposit, OpenAccount, Principal
 from application.drafts import check_idempotency_key, validate_deposit
 from application.results import AccountResult, DepositResult
 from application.unit_of_work import UnitOfWork
-from domain.accounts import ACCOUNT_NAMESPACE, Account, AccountKind
+from domain.accounts import ACCOUNT_NAMESPACE, Account, AccountKind, IbanClaim, iban_claim_id
 from domain.cards import contains_pan, pan_problem
 from domain.errors import (
     AccountNotFound,
     AccountRuleViolation,
+    Conflict,
     FieldError,
     IdempotencyKeyReused,
     ValidationError,
@@ -34,7 +39,8 @@ class AccountHandlers:
         self.service = service
 
     async def open(self, cmd: OpenAccount, principal: Principal) -> AccountResult:
-        limit_minor = _validate_open(cmd)
+        limit_minor, iban = _validate_open(cmd)
+        cmd = replace(cmd, iban=iban)
         account_id = (
             uuid5(ACCOUNT_NAMESPACE, f"/tenants/{principal.tenant}/clients/{principal.client}"
                   f"/accounts/{cmd.idempotency_key}")
@@ -50,8 +56,8 @@ class AccountHandlers:
     ) -> AccountResult:
         existing = uow.get(account_id, Account)
         if existing is not None:
-            same = (existing.owner, existing.currency, existing.kind) == (
-                cmd.owner, cmd.currency, cmd.kind,
+            same = (existing.owner, existing.currency, existing.kind, existing.iban) == (
+                cmd.owner, cmd.currency, cmd.kind, cmd.iban,
             )  # fmt: skip
             if not same:
                 raise IdempotencyKeyReused(
@@ -61,10 +67,29 @@ class AccountHandlers:
         account = Account.open(
             account_id=account_id, tenant=principal.tenant, owner=cmd.owner,
             currency=cmd.currency, kind=AccountKind(cmd.kind), overdraft_limit_minor=limit,
-            at=uow.now, actor=principal.actor,
+            at=uow.now, actor=principal.actor, iban=cmd.iban,
         )  # fmt: skip
+        if cmd.iban is not None:
+            self._claim_iban(uow, principal, cmd.iban, account_id)
         uow.add(account)
         return AccountResult.of(account)
+
+    def _claim_iban(
+        self, uow: UnitOfWork, principal: Principal, iban: str, account_id: UUID
+    ) -> None:
+        claim_id = iban_claim_id(principal.tenant, iban)
+        if uow.get(claim_id, IbanClaim) is not None:
+            raise Conflict(f"IBAN {iban} already belongs to another account of this tenant")
+        claim = IbanClaim._create(
+            IbanClaim.Claimed, id=claim_id, timestamp=uow.now, actor=principal.actor,
+            tenant=principal.tenant, iban=iban, account_id=str(account_id),
+        )  # fmt: skip
+        uow.add(claim)
+
+    def account_for_iban(self, tenant: str, iban: str) -> UUID | None:
+        """The tenant's account standing for ``iban`` (compact form), if one was opened."""
+        found = self.service._load(iban_claim_id(tenant, iban), IbanClaim)
+        return None if found is None else UUID(found.account_id)
 
     async def deposit(self, cmd: MakeDeposit, principal: Principal) -> DepositResult:
         # Reads go to a thread: an async handler must never block the event loop on the store.
@@ -89,9 +114,15 @@ class AccountHandlers:
         return AccountResult.of(account)
 
 
-def _validate_open(cmd: OpenAccount) -> int:
-    """Check every field; return the overdraft limit in minor units."""
+def _validate_open(cmd: OpenAccount) -> tuple[int, str | None]:
+    """Check every field; return the overdraft limit in minor units and the compact IBAN."""
     errors: list[FieldError] = []
+    iban = None
+    if cmd.iban is not None:
+        try:
+            iban = str(IBAN(cmd.iban).compact)
+        except SchwiftyException as e:
+            errors.append(FieldError("iban", f"not a valid IBAN: {e}", "invalid_iban"))
     if cmd.idempotency_key is not None:
         errors += check_idempotency_key(cmd.idempotency_key)
     owner = cmd.owner.strip() if isinstance(cmd.owner, str) else ""
@@ -111,4 +142,4 @@ def _validate_open(cmd: OpenAccount) -> int:
         errors.extend(e.errors)
     if errors:
         raise ValidationError(errors)
-    return limit
+    return limit, iban

@@ -41,6 +41,7 @@ class OpenAccount:
     kind: str = "customer"
     overdraft_limit: str = "0"
     idempotency_key: str | None = None
+    iban: str | None = None  # the bank account it stands for (a batch's funding account)
 
 
 @dataclass(frozen=True)

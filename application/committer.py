@@ -252,7 +252,8 @@ class Committer:
         events = [event for aggregate in dirty for event in aggregate.collect_events()]
         recordings = self.app.events.put(events)
         for aggregate in uow.aggregates.values():
-            self.cache.put(aggregate)
+            if aggregate.id not in uow.uncached:
+                self.cache.put(aggregate)
         take_snapshots = getattr(self.app, "take_snapshots_of", None)
         if take_snapshots is not None:
             take_snapshots(zip(dirty, versions_before, strict=True))

@@ -38,6 +38,7 @@ class AccountResult:
     created_at: datetime
     updated_at: datetime
     replayed: bool = False
+    iban: str | None = None
     # Set only on a state from the past (time travel): the version and the time it reflects.
     as_of_version: int | None = None
     as_of: datetime | None = None
@@ -59,6 +60,7 @@ class AccountResult:
             created_at=account.created_on,
             updated_at=account.modified_on,
             replayed=replayed,
+            iban=account.iban,
         )
 
 

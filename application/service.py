@@ -17,6 +17,9 @@ from eventsourcing.utils import get_topic
 from application.accounts import AccountHandlers
 from application.app import PayledgerApp
 from application.audit import derive_key
+from application.batches.decisions import BatchEngineDecisions
+from application.batches.handlers import BatchHandlers
+from application.batches.runner import BatchRunner
 from application.channels.base import CHANNELS, Channel
 from application.channels.sandbox import SandboxChannel
 from application.clock import Clock, SystemClock
@@ -40,7 +43,9 @@ T = TypeVar("T")
 # The log position of the current request's last save, for read-your-writes: each asyncio
 # task (one per HTTP request) has its own copy.
 LAST_POSITION: ContextVar[int | None] = ContextVar("payledger_last_position", default=None)
-DECISION_HANDLERS = frozenset({"accounts", "payments", "keys", "webhooks"})
+DECISION_HANDLERS = frozenset(
+    {"accounts", "payments", "keys", "webhooks", "batches", "batch_engine"}
+)
 
 # Event attributes shown as the audit envelope rather than as data.
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
@@ -97,6 +102,9 @@ class Payledger:
         self.payments = PaymentHandlers(self)
         self.keys = KeyHandlers(self)  # API keys and second factors (application/keys.py)
         self.webhooks = WebhookHandlers(self)  # webhook endpoints (application/webhooks.py)
+        self.batches = BatchHandlers(self)  # batch payments (application/batches/)
+        self.batch_engine = BatchEngineDecisions(self)  # the engine's saves
+        self.batch_runner = BatchRunner(self)  # runs approved batches
         self.owners = Owners(self.app)  # which tenant owns an id (tenant isolation)
         # Called after each save (the read side follows the log sooner than its next poll).
         self.on_commit: Callable[[], None] | None = None

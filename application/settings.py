@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # The read side: "inline" keeps the views current from a thread of each API process (one
     # leads, the others stand by); "off" when `payledger project --follow` runs elsewhere.
     projections: Literal["inline", "off"] = "inline"
+    # Batches: how often the server looks for scheduled batches that are due and for batches
+    # left processing by a process that stopped (it also looks once at start-up).
+    batch_scheduler_interval_s: float = Field(default=30.0, gt=0, le=3600)
     # API keys (application/keys.py, interfaces/http/authz.py): how long a verified key is
     # trusted before it is read again (a revocation takes effect within this time), per-key
     # rate limits (a token bucket per key and process; 0 turns it off), and the second factor:

@@ -75,6 +75,9 @@ class UnitOfWork:
         # Pending-event counts at first touch by the running command, to tell whether a command
         # that raised had already changed something (then the whole group must be redone).
         self.unit_marks: dict[UUID, int] = {}
+        # New aggregates never read again by this process (a batch's item chunks and item
+        # payments): saved, but kept out of the cache so a big batch does not flood it.
+        self.uncached: set[UUID] = set()
 
     def get(self, aggregate_id: UUID, cls: type[TAgg]) -> TAgg | None:
         """The aggregate as this group sees it, or None if it does not exist."""
@@ -119,9 +122,11 @@ class UnitOfWork:
         self._touch(found)
         return found
 
-    def add(self, aggregate: Aggregate) -> None:
+    def add(self, aggregate: Aggregate, *, cache: bool = True) -> None:
         """A new aggregate: all its pending events belong to the running command."""
         self._touch(aggregate, new=True)
+        if not cache:
+            self.uncached.add(aggregate.id)
 
     def _touch(self, aggregate: Aggregate, *, new: bool = False) -> None:
         self.aggregates[aggregate.id] = aggregate

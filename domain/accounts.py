@@ -36,6 +36,30 @@ def clearing_account_id(tenant: str, channel: str, currency: str) -> UUID:
     return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/clearing/{channel}/{currency}")
 
 
+def iban_claim_id(tenant: str, iban: str) -> UUID:
+    """One account per IBAN in a tenant: the claim's id is a function of the pair."""
+    return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/ibans/{iban}")
+
+
+class IbanClaim(Aggregate):
+    """Which account of a tenant stands for an IBAN (a pain.001's DbtrAcct finds it here)."""
+
+    class Claimed(Aggregate.Created):
+        actor: str
+        tenant: str
+        iban: str
+        account_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.tenant, aggregate.iban = self.tenant, self.iban
+            aggregate.account_id = self.account_id
+
+    if TYPE_CHECKING:
+        tenant: str
+        iban: str
+        account_id: str
+
+
 def external_account_id(tenant: str, currency: str) -> UUID:
     """The tenant's external funding source: the other side of deposits."""
     return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/external/{currency}")
@@ -51,8 +75,10 @@ class Account(Aggregate):
         currency: str
         kind: str
         overdraft_limit_minor: int | None  # None: unlimited (system accounts)
+        iban: str | None = None  # a bank account number it stands for (batch funding accounts)
 
         def apply(self, aggregate: Any) -> None:
+            aggregate.iban = self.iban
             aggregate.tenant = self.tenant
             aggregate.owner = self.owner
             aggregate.currency = self.currency
@@ -71,7 +97,9 @@ class Account(Aggregate):
         amount_minor: int
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.holds[self.payment_id] = self.amount_minor
+            aggregate.holds[self.payment_id] = (
+                aggregate.holds.get(self.payment_id, 0) + self.amount_minor
+            )
             aggregate.reserved_minor += self.amount_minor
 
     class ReservationReleased(Event):
@@ -79,8 +107,7 @@ class Account(Aggregate):
         amount_minor: int
 
         def apply(self, aggregate: Any) -> None:
-            del aggregate.holds[self.payment_id]
-            aggregate.reserved_minor -= self.amount_minor
+            _reduce_hold(aggregate, self.payment_id, self.amount_minor)
 
     class Debited(Event):
         payment_id: str
@@ -90,8 +117,7 @@ class Account(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             if self.from_hold:
-                del aggregate.holds[self.payment_id]
-                aggregate.reserved_minor -= self.amount_minor
+                _reduce_hold(aggregate, self.payment_id, self.amount_minor)
             aggregate.balance_minor -= self.amount_minor
 
     class Credited(Event):
@@ -113,6 +139,7 @@ class Account(Aggregate):
         currency: str
         kind: str
         overdraft_limit_minor: int | None
+        iban: str | None
         balance_minor: int
         reserved_minor: int
         holds: dict[str, int]
@@ -130,6 +157,7 @@ class Account(Aggregate):
         overdraft_limit_minor: int,
         at: datetime,
         actor: str,
+        iban: str | None = None,
     ) -> Account:
         if overdraft_limit_minor < 0:
             raise AccountRuleViolation("overdraft limit cannot be negative")
@@ -144,6 +172,7 @@ class Account(Aggregate):
             currency=currency,
             kind=str(kind),
             overdraft_limit_minor=limit,
+            **({"iban": iban} if iban else {}),
         )
 
     # --- queries -------------------------------------------------------------------------------
@@ -182,6 +211,19 @@ class Account(Aggregate):
             amount_minor=amount_minor,
         )
 
+    def add_to_hold(self, hold_id: UUID, amount_minor: int, *, at: datetime, actor: str) -> None:
+        """Reserve more under a hold (a batch without an upfront funds check, group by group)."""
+        self._check_open()
+        if amount_minor <= 0 or not self.has_sufficient_funds(amount_minor):
+            raise AccountRuleViolation(f"account {self.id} cannot cover {amount_minor}")
+        self.trigger_event(
+            self.FundsReserved,
+            timestamp=at,
+            actor=actor,
+            payment_id=str(hold_id),
+            amount_minor=amount_minor,
+        )
+
     def release(self, payment_id: UUID, *, at: datetime, actor: str) -> None:
         amount = self.holds.get(str(payment_id))
         if amount is None:
@@ -193,6 +235,39 @@ class Account(Aggregate):
             payment_id=str(payment_id),
             amount_minor=amount,
         )
+
+    def release_part(self, hold_id: UUID, amount_minor: int, *, at: datetime, actor: str) -> None:
+        """Give back part of a hold (a batch's: the items that failed or were not sent)."""
+        self._check_within_hold(hold_id, amount_minor)
+        self.trigger_event(
+            self.ReservationReleased,
+            timestamp=at,
+            actor=actor,
+            payment_id=str(hold_id),
+            amount_minor=amount_minor,
+        )
+
+    def debit_from_hold(
+        self, hold_id: UUID, entry_id: UUID, amount_minor: int, *, at: datetime, actor: str
+    ) -> None:
+        """Debit part of a hold: a batch reserves its total once and pays it group by group."""
+        self._check_within_hold(hold_id, amount_minor)
+        self.trigger_event(
+            self.Debited,
+            timestamp=at,
+            actor=actor,
+            payment_id=str(hold_id),
+            entry_id=str(entry_id),
+            amount_minor=amount_minor,
+            from_hold=True,
+        )
+
+    def _check_within_hold(self, hold_id: UUID, amount_minor: int) -> None:
+        held = self.holds.get(str(hold_id))
+        if held is None or not 0 < amount_minor <= held:
+            raise IllegalTransition(
+                f"{amount_minor} is not within the hold of {hold_id} on {self.id} ({held})"
+            )
 
     def debit(
         self, payment_id: UUID, entry_id: UUID, amount_minor: int, *, at: datetime, actor: str
@@ -240,3 +315,13 @@ class Account(Aggregate):
     def _check_open(self) -> None:
         if self.closed:
             raise AccountRuleViolation(f"account {self.id} is closed")
+
+
+def _reduce_hold(aggregate: Any, hold_id: str, amount_minor: int) -> None:
+    """A hold goes down by what was paid or given back from it, and is gone at zero."""
+    left = aggregate.holds[hold_id] - amount_minor
+    if left:
+        aggregate.holds[hold_id] = left
+    else:
+        del aggregate.holds[hold_id]
+    aggregate.reserved_minor -= amount_minor

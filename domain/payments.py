@@ -45,11 +45,17 @@ TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     S.REJECTED: frozenset(),
 }
 FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
+BATCH_OUTCOME_STATES = {"succeeded": S.SUCCEEDED, "failed": S.FAILED, "exception": S.EXCEPTION}
 
 
 class PaymentKind(StrEnum):
     PAYMENT = "payment"
     DEPOSIT = "deposit"
+
+
+def batch_item_payment_id(batch_id: UUID, item_index: int, attempt: int = 1) -> UUID:
+    """One id per attempt at a batch item: the channel's idempotency key for that attempt."""
+    return uuid5(PAYMENT_NAMESPACE, f"/batches/{batch_id}/items/{item_index}/attempts/{attempt}")
 
 
 def payment_id_for(tenant: str, client: str, idempotency_key: str) -> UUID:
@@ -89,6 +95,53 @@ class Payment(Aggregate):
             aggregate.channel_reference = None
             aggregate.entry = None
             aggregate.completed_at = None
+            aggregate.batch_item = None
+
+    class BatchItemProcessed(Aggregate.Created):
+        """A batch item, sent and answered, recorded in one event (with its batch's group).
+
+        Its intent was durable before it was sent: the approved batch lists it, and its id
+        (``batch_item_payment_id``) is the channel's idempotency key, so a batch resumed after
+        a crash sends it again without paying twice. Its funds are held by the batch (one hold
+        on the funding account for the whole batch), so it never holds funds of its own."""
+
+        actor: str
+        tenant: str
+        kind: str
+        client: str
+        idempotency_key: str
+        request_fingerprint: str
+        amount_minor: int
+        currency: str
+        channel: str
+        payer: dict[str, Any]
+        payee: dict[str, Any]
+        description: str | None
+        metadata: dict[str, str]
+        batch_id: str
+        batch_item: dict[str, Any]  # {"index", "end_to_end_id", "attempt", "retry_of"}
+        outcome: str  # succeeded | failed | exception
+        code: str | None
+        message: str | None
+        channel_reference: str | None
+        entry_id: str | None
+        legs: list[list[Any]] | None
+        hold_account_id: str | None  # the funding account while the outcome is unknown
+        completed_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            for name in (
+                "tenant", "kind", "client", "idempotency_key", "request_fingerprint",
+                "amount_minor", "currency", "channel", "payer", "payee", "description",
+                "metadata", "batch_id", "batch_item", "channel_reference", "hold_account_id",
+                "completed_at",
+            ):  # fmt: skip
+                setattr(aggregate, name, getattr(self, name))
+            aggregate.state = BATCH_OUTCOME_STATES[self.outcome].value
+            aggregate.failure_code, aggregate.failure_message = self.code, self.message
+            aggregate.entry = (
+                None if self.entry_id is None else {"entry_id": self.entry_id, "legs": self.legs}
+            )
 
     class Event(Aggregate.Event):
         actor: str
@@ -167,6 +220,38 @@ class Payment(Aggregate):
         channel_reference: str | None
         entry: dict[str, Any] | None
         completed_at: datetime | None
+        batch_item: dict[str, Any] | None
+
+    @classmethod
+    def record_batch_item(
+        cls,
+        *,
+        payment_id: UUID,
+        fields: dict[str, Any],
+        outcome: str,
+        sent_at: datetime,
+        completed_at: datetime,
+        actor: str,
+    ) -> Payment:
+        """A batch item's payment, created in its outcome (see ``BatchItemProcessed``).
+        ``fields``: the Requested fields, plus ``batch_id``, ``batch_item`` and the outcome's
+        ``code``, ``message``, ``channel_reference``, ``entry_id``, ``legs``,
+        ``hold_account_id``."""
+        if outcome not in BATCH_OUTCOME_STATES:
+            raise IllegalTransition(f"a batch item cannot end {outcome!r}")
+        if fields["amount_minor"] <= 0:
+            raise IllegalTransition("a payment moves a positive amount")
+        if (outcome == "succeeded") != (fields.get("entry_id") is not None):
+            raise IllegalTransition("a batch item has postings exactly when it succeeded")
+        return cls._create(
+            cls.BatchItemProcessed,
+            id=payment_id,
+            timestamp=sent_at,
+            actor=actor,
+            outcome=outcome,
+            completed_at=completed_at,
+            **fields,
+        )
 
     @classmethod
     def request(

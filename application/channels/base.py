@@ -52,6 +52,11 @@ class Channel(Protocol):
         """Move the money; the payment id is the channel's idempotency key."""
         ...
 
+    # Optional: ``async def execute_batch(self, requests) -> list[ChannelResult]`` sends many
+    # payments in one call (the batch engine uses it when present), and
+    # ``async def verify(self, request) -> ChannelResult`` checks a beneficiary without moving
+    # money (all-or-nothing batches).
+
     async def status(self, payment_id: UUID) -> ChannelResult | None:
         """What the channel knows of an earlier request, or None if it never saw it."""
         ...

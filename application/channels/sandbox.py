@@ -52,6 +52,15 @@ class SandboxChannel:
             return self._seen[request.payment_id]
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        return self._answer(request)
+
+    async def execute_batch(self, requests: list[ChargeRequest]) -> list[ChannelResult]:
+        """Many payments in one call (a bank takes a file of transfers): one round trip."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return [self._seen.get(r.payment_id) or self._answer(r) for r in requests]
+
+    def _answer(self, request: ChargeRequest) -> ChannelResult:
         reference = f"{self.name[:4]}_{hashlib.sha256(request.payment_id.bytes).hexdigest()[:20]}"
         verdict, code, message = self._trigger(request)
         if verdict == DECLINED:
@@ -62,6 +71,14 @@ class SandboxChannel:
         if verdict == TIMEOUT:
             return ChannelResult(ChannelOutcome.UNKNOWN, None, code, message)
         return result
+
+    async def verify(self, request: ChargeRequest) -> ChannelResult:
+        """Check a beneficiary before sending (account verification, for all-or-nothing
+        batches): a closed or unknown account is refused, nothing is moved or remembered."""
+        verdict, code, message = self._trigger(request)
+        if verdict == DECLINED:
+            return ChannelResult(ChannelOutcome.FAILED, None, code, message)
+        return ChannelResult(ChannelOutcome.SUCCEEDED)
 
     async def status(self, payment_id: UUID) -> ChannelResult | None:
         return self._seen.get(payment_id)

@@ -157,11 +157,18 @@ class AccountIn(InputModel):
     currency: Currency
     kind: AccountKindIn = "customer"
     overdraft_limit: Amount = "0"
+    iban: str | None = Field(
+        default=None,
+        max_length=42,
+        description="The bank account this ledger account stands for, e.g. the employer's "
+        "account a payroll pain.001 debits (DbtrAcct). Unique per tenant.",
+    )
 
     def to_command(self, idempotency_key: str | None) -> OpenAccount:
         return OpenAccount(
-            self.owner, self.currency, self.kind, self.overdraft_limit, idempotency_key
-        )
+            self.owner, self.currency, self.kind, self.overdraft_limit, idempotency_key,
+            self.iban,
+        )  # fmt: skip
 
 
 class DepositIn(InputModel):
@@ -212,6 +219,7 @@ class AccountOut(TimeTravelOut):
     available: str | None = Field(description="null for unlimited system accounts")
     overdraft_limit: str | None = Field(description="null for unlimited system accounts")
     closed: bool
+    iban: str | None = None
     created_at: datetime
     as_of_version: int | None = Field(default=None, description=AS_OF_VERSION_HELP)
     as_of: datetime | None = Field(
@@ -230,6 +238,7 @@ class AccountOut(TimeTravelOut):
             available=_amount_or_none(a.available_minor, a.currency),
             overdraft_limit=_amount_or_none(a.overdraft_limit_minor, a.currency),
             closed=a.closed,
+            iban=a.iban,
             created_at=a.created_at,
             as_of_version=a.as_of_version,
             as_of=a.as_of,

@@ -35,6 +35,7 @@ def test_open_and_get_account(client: httpx.Client) -> None:
         "available": "5.00",
         "overdraft_limit": "5.00",
         "closed": False,
+        "iban": None,
         "created_at": None,
     }
     assert client.get(f"/v1/accounts/{account['id']}").json() == account

@@ -34,7 +34,7 @@ STATE_AFTER = {
 }
 ACCOUNT_KEYS = {
     "id", "owner", "currency", "kind", "balance", "reserved", "available", "overdraft_limit",
-    "closed", "created_at",
+    "closed", "iban", "created_at",
 }  # fmt: skip
 
 

@@ -1,0 +1,307 @@
+"""Batch intake: the checks a bank applies to a payment file, in the order banks apply them
+(../shared/notes/iso20022-batches.md section 2), each with a stable ISO 20022 reason code.
+
+1. Whole file (refused as a whole, nothing stored): transaction count (AM18) and control sum
+   (AM10) against the header and against each payment block, currency (AM03), execution date
+   not in the past (DT01), batch total within the rules' limit (AM14), dependency cycles.
+2. Each item (an invalid item is listed and never paid; it sinks the batch only under the
+   all-or-nothing rule): end-to-end id present (FF01) and unique (AM05), amount (AM12 unreadable,
+   AM01 zero, CH20 too many decimals for the currency), currency (AM03), IBAN checksum and
+   structure (AC01, schwifty), BIC format (RC01), beneficiary name (BE22), channel allowed
+   (AG03), per-item limit (AM02), dependency on an unknown item (NARR).
+
+Funding-account checks need the ledger and happen when the batch is decided (handlers.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+from schwifty import BIC, IBAN
+from schwifty.exceptions import SchwiftyException
+
+from application.batch_files.model import ParsedFile, RawItem
+from domain.batch_items import BatchItem, check_no_cycles, processing_order
+from domain.batch_rules import BATCH_CHANNELS, BatchRules
+from domain.cards import contains_pan
+from domain.errors import FieldError, ValidationError
+from domain.money import currency_exponent, format_amount, parse_amount
+
+MAX_ITEMS = 100_000
+MAX_ID = 35  # ISO 20022 Max35Text: EndToEndId, MsgId
+MAX_NAME = 140
+AMOUNT_CODES = {
+    "too_many_decimals": "CH20",
+    "amount_not_positive": "AM01",
+    "amount_too_large": "AM02",
+}
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    items: list[BatchItem]  # every item, in processing order (invalid ones too)
+    currency: str
+    valid_count: int
+    invalid_count: int
+    control_sum_minor: int  # of the valid items
+    execution_date: date | None
+    fingerprint: str
+
+
+def check_batch(
+    parsed: ParsedFile,
+    *,
+    currency: str | None,
+    rules: BatchRules,
+    today: date,
+    execution_date: date | None = None,
+) -> CheckedBatch:
+    """Every check that needs no ledger: whole-file ones raise, item ones mark the item."""
+    currency = _batch_currency(parsed, currency)
+    _check_file(parsed, currency, today, execution_date)
+    if rules.allowed_currencies is not None and currency not in rules.allowed_currencies:
+        raise ValidationError.single(
+            "currency", f"{currency} is not among the batch's allowed currencies", "AM03"
+        )
+    default_date = execution_date or parsed.execution_date
+    items = _check_items(parsed.items, currency, rules, default_date)
+    check_no_cycles(items)
+    valid = [i for i in items if i.valid]
+    total = sum(i.amount_minor for i in valid)
+    limit = rules.max_total_amount_minor
+    if limit is not None and total > limit:
+        raise ValidationError.single(
+            "items",
+            f"the batch pays {format_amount(total, currency)} {currency}, above its limit of "
+            f"{format_amount(limit, currency)}",
+            "AM14",
+        )
+    ordered = processing_order(items, rules.order)
+    dates = [i.value_date for i in valid if i.value_date is not None]
+    return CheckedBatch(
+        items=ordered,
+        currency=currency,
+        valid_count=len(valid),
+        invalid_count=len(items) - len(valid),
+        control_sum_minor=total,
+        execution_date=min(dates) if dates else default_date,
+        fingerprint=_fingerprint(ordered, rules, currency),
+    )
+
+
+def _batch_currency(parsed: ParsedFile, currency: str | None) -> str:
+    chosen = currency or parsed.currency
+    if chosen is None:
+        found = {i.currency for i in parsed.items if i.currency}
+        chosen = found.pop() if len(found) == 1 else None
+    if chosen is None:
+        raise ValidationError.single(
+            "currency", "give the batch's currency (the items do not agree on one)", "AM03"
+        )
+    try:
+        currency_exponent(chosen)
+    except ValidationError as e:
+        raise ValidationError.single("currency", e.errors[0].reason, "AM03") from e
+    return chosen
+
+
+def _check_file(
+    parsed: ParsedFile, currency: str, today: date, execution_date: date | None
+) -> None:
+    errors: list[FieldError] = []
+    if not parsed.items:
+        errors.append(FieldError("items", "the batch has no transactions", "FF01"))
+    if len(parsed.items) > MAX_ITEMS:
+        errors.append(FieldError("items", f"at most {MAX_ITEMS} transactions", "FF01"))
+    if parsed.message_id is not None and not 1 <= len(parsed.message_id) <= MAX_ID:
+        errors.append(FieldError("message_id", f"must be 1-{MAX_ID} characters", "FF01"))
+    where = "GrpHdr" if parsed.format.startswith("pain") else "header"
+    _check_controls(where, parsed.declared_count, parsed.declared_control_sum, parsed.items, errors)
+    for n, block in enumerate(parsed.payment_blocks, 1):
+        in_block = [i for i in parsed.items if i.payment_block_id == block.id]
+        _check_controls(
+            f"PmtInf[{n}]", block.declared_count, block.declared_control_sum, in_block, errors
+        )
+    for n, block in enumerate(parsed.payment_blocks, 1):
+        if block.execution_date is not None and block.execution_date < today:
+            errors.append(FieldError(
+                f"PmtInf[{n}]/ReqdExctnDt",
+                f"execution date {block.execution_date} is in the past", "DT01",
+            ))  # fmt: skip
+    if execution_date is not None and execution_date < today:
+        errors.append(FieldError("execution_date", f"{execution_date} is in the past", "DT01"))
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_controls(
+    where: str,
+    declared_count: int | None,
+    declared_sum: str | None,
+    items: list[RawItem],
+    errors: list[FieldError],
+) -> None:
+    if declared_count is not None and declared_count != len(items):
+        errors.append(FieldError(
+            f"{where}/NbOfTxs",
+            f"declares {declared_count} transactions, the file holds {len(items)}", "AM18",
+        ))  # fmt: skip
+    if declared_sum is None:
+        return
+    try:
+        # CtrlSum is the plain sum of the amounts as written, whatever their currency.
+        actual = sum((Decimal(i.amount or "0") for i in items), Decimal(0))
+        declared = Decimal(declared_sum)
+    except InvalidOperation:
+        errors.append(FieldError(f"{where}/CtrlSum", "is not a decimal number", "AM10"))
+        return
+    if actual != declared:
+        errors.append(FieldError(
+            f"{where}/CtrlSum",
+            f"declares {declared_sum}, the amounts sum to {actual}", "AM10",
+        ))  # fmt: skip
+
+
+def _check_items(
+    raws: list[RawItem], currency: str, rules: BatchRules, default_date: date | None
+) -> list[BatchItem]:
+    index_of: dict[str, int] = {}
+    duplicates: set[int] = set()
+    for n, raw in enumerate(raws):
+        if raw.end_to_end_id:
+            if raw.end_to_end_id in index_of:
+                duplicates.add(n)
+            else:
+                index_of[raw.end_to_end_id] = n
+    return [
+        _check_item(n, raw, currency, rules, default_date, index_of, n in duplicates)
+        for n, raw in enumerate(raws)
+    ]
+
+
+def _check_item(
+    index: int,
+    raw: RawItem,
+    currency: str,
+    rules: BatchRules,
+    default_date: date | None,
+    index_of: dict[str, int],
+    duplicate: bool,
+) -> BatchItem:
+    problem: tuple[str, str] | None = None
+    amount_minor = 0
+    item_currency = raw.currency or currency
+    try:
+        amount_minor = parse_amount(raw.amount, currency)
+    except ValidationError as e:
+        error = e.errors[0]
+        problem = (AMOUNT_CODES.get(error.code, "AM12"), f"amount {raw.amount!r}: {error.reason}")
+    payee, channel, payee_problem = _payee(raw)
+    depends_on = None
+    if raw.depends_on:
+        depends_on = index_of.get(raw.depends_on)
+    checks: list[tuple[bool, str, str]] = [
+        (not raw.end_to_end_id, "FF01", "end_to_end_id is missing"),
+        (len(raw.end_to_end_id or "") > MAX_ID, "FF01", f"end_to_end_id over {MAX_ID} chars"),
+        (duplicate, "AM05", f"end_to_end_id {raw.end_to_end_id!r} appears earlier in the batch"),
+        (item_currency != currency, "AM03", f"item is in {item_currency}, batch in {currency}"),
+        (problem is not None, *(problem or ("", ""))),
+        (payee_problem is not None, *(payee_problem or ("", ""))),
+        (
+            rules.allowed_channels is not None and channel not in rules.allowed_channels,
+            "AG03", f"channel {channel} is not allowed by the batch's rules",
+        ),
+        (
+            rules.max_item_amount_minor is not None
+            and amount_minor > rules.max_item_amount_minor,
+            "AM02", f"amount is above the per-item limit of "
+            f"{format_amount(rules.max_item_amount_minor or 0, currency)} {currency}",
+        ),
+        (
+            bool(raw.depends_on) and depends_on is None,
+            "NARR", f"depends_on {raw.depends_on!r}: no item has that end_to_end_id",
+        ),
+        (depends_on == index, "NARR", "an item cannot depend on itself"),
+    ]  # fmt: skip
+    failed = next(((code, reason) for bad, code, reason in checks if bad), None)
+    return BatchItem(
+        index=index, seq=index, end_to_end_id=raw.end_to_end_id or f"#{index + 1}",
+        amount_minor=amount_minor if problem is None else 0, currency=currency,
+        channel=channel, payee=payee, value_date=raw.value_date or default_date,
+        priority=raw.priority or 0, depends_on=depends_on if depends_on != index else None,
+        location=raw.location, reason_code=failed[0] if failed else None,
+        reason=failed[1] if failed else None, remittance=_text(raw.remittance),
+        instruction_id=raw.instruction_id, payment_block_id=raw.payment_block_id,
+    )  # fmt: skip
+
+
+def _payee(raw: RawItem) -> tuple[dict[str, Any] | None, str, tuple[str, str] | None]:
+    channel = raw.channel or ("internal" if raw.payee_account_id else "bank_transfer")
+    if channel not in BATCH_CHANNELS:
+        return None, channel, ("AG03", f"a batch item cannot be paid through {channel}")
+    if channel == "internal":
+        account = (raw.payee_account_id or "").strip()
+        if not _is_uuid(account):
+            return None, channel, ("AC01", "payee_account_id is missing or not an account id")
+        return {"type": "account", "account_id": account.lower()}, channel, None
+    if raw.payee_account_id:
+        return None, channel, ("AG03", "bank_transfer items pay an IBAN, not a ledger account")
+    iban = _iban(raw.iban or "")
+    if iban is None:
+        return None, channel, ("AC01", f"creditor account {raw.iban!r} is not a valid IBAN")
+    bic = None
+    if raw.bic:
+        bic = _bic(raw.bic)
+        if bic is None:
+            return None, channel, ("RC01", f"creditor agent BIC {raw.bic!r} is not valid")
+    name = (raw.name or "").strip()
+    if not name:
+        return None, channel, ("BE22", "creditor name is missing")
+    if len(name) > MAX_NAME or contains_pan(name):
+        return None, channel, ("FF01", f"creditor name must be 1-{MAX_NAME} characters")
+    return {"type": "bank_account", "iban": iban, "name": name, "bic": bic}, channel, None
+
+
+@lru_cache(maxsize=200_000)
+def _iban(text: str) -> str | None:
+    try:
+        return str(IBAN(text).compact)
+    except SchwiftyException:
+        return None
+
+
+@lru_cache(maxsize=10_000)
+def _bic(text: str) -> str | None:
+    try:
+        return str(BIC(text))
+    except SchwiftyException:
+        return None
+
+
+def _is_uuid(text: str) -> bool:
+    from uuid import UUID
+
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value[:140]
+    return None if contains_pan(value) else value
+
+
+def _fingerprint(items: list[BatchItem], rules: BatchRules, currency: str) -> str:
+    digest = hashlib.sha256(repr((rules.to_record(), currency)).encode())
+    for item in items:
+        digest.update(repr(item.to_record()).encode())
+    return digest.hexdigest()

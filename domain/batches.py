@@ -1,0 +1,362 @@
+"""The ``Batch`` aggregate: a batch payment's lifecycle and progress (批量支付).
+
+    awaiting_approval -> approved -> processing -> completed | completed_with_failures | failed
+    awaiting_approval -> scheduled (approved, execution date ahead) -> processing
+    processing -> scheduled (the rest is due on a later business day: value dates, cut-off)
+    awaiting_approval | scheduled -> rejected | cancelled
+    awaiting_approval -> failed (all-or-nothing with invalid items: nothing is ever paid)
+
+``submitted`` and ``validated`` are the steps of intake; a stored batch has passed both. The
+batch holds progress, never per-item events: items are stored in ``BatchChunk``s and each paid
+item is a ``Payment``. Every decision records its actor; the maker never approves their own batch.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import IllegalTransition
+from domain.keys import Forbidden
+
+BATCH_NAMESPACE = UUID("a4f2c7e1-0b3d-4c59-8e6f-2d1c0b9a8e77")
+
+
+class BatchStatus(StrEnum):
+    SUBMITTED = "submitted"
+    VALIDATED = "validated"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    SCHEDULED = "scheduled"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+B = BatchStatus
+FINAL = frozenset({B.COMPLETED, B.COMPLETED_WITH_FAILURES, B.FAILED, B.REJECTED, B.CANCELLED})
+RUNNABLE = frozenset({B.APPROVED, B.SCHEDULED, B.PROCESSING})
+
+
+class MakerCannotApprove(Forbidden):
+    """Four eyes: whoever submitted a batch never approves it (403)."""
+
+    code = "maker_cannot_approve"
+
+
+def batch_id_for(tenant: str, client: str, idempotency_key: str) -> UUID:
+    return uuid5(BATCH_NAMESPACE, f"/tenants/{tenant}/clients/{client}/keys/{idempotency_key}")
+
+
+def batch_id_for_message(tenant: str, message_id: str) -> UUID:
+    """A file's message id (pain.001 MsgId) names one batch per tenant: the same file sent
+    twice is the same batch, whoever sends it and under whatever key."""
+    return uuid5(BATCH_NAMESPACE, f"/tenants/{tenant}/messages/{message_id}")
+
+
+class Batch(Aggregate):
+    class Submitted(Aggregate.Created):
+        actor: str
+        tenant: str
+        client: str
+        idempotency_key: str | None
+        fingerprint: str
+        source: dict[str, Any]  # format, message id, file hash, pain.001 header echo
+        funding_account_id: str
+        currency: str
+        execution_date: date | None
+        rules: dict[str, Any]
+        item_count: int
+        valid_item_count: int
+        invalid_item_count: int
+        control_sum_minor: int  # of the valid items: what the batch pays at most
+        chunk_count: int
+
+        def apply(self, aggregate: Any) -> None:
+            for name in (
+                "tenant", "client", "idempotency_key", "fingerprint", "source",
+                "funding_account_id", "currency", "execution_date", "rules", "item_count",
+                "valid_item_count", "invalid_item_count", "control_sum_minor", "chunk_count",
+            ):  # fmt: skip
+                setattr(aggregate, name, getattr(self, name))
+            aggregate.maker = self.actor
+            aggregate.status = B.AWAITING_APPROVAL.value
+            aggregate.approved_by = None
+            aggregate.decided_by = None
+            aggregate.decision_reason = None
+            aggregate.run_on = None
+            aggregate.next_seq = 0
+            aggregate.groups = 0
+            aggregate.counts = {"succeeded": 0, "failed": 0, "exception": 0}
+            aggregate.amounts = {"succeeded": 0, "failed": 0, "exception": 0}
+            aggregate.held_minor = 0
+            aggregate.outcomes = {}  # item index (str) -> outcome, for items others depend on
+            aggregate.started_at = None
+            aggregate.finished_at = None
+            aggregate.failure_code = None
+            aggregate.failure_message = None
+            aggregate.retries = []  # [{"attempt", "items": [[index, seq], ...]}]
+            aggregate.retry_done = 0  # how many retry items have been processed
+            aggregate.reservation = None  # the open group's funds decision (no funds check)
+            aggregate.item_failures = {}
+
+    class Event(Aggregate.Event):
+        actor: str
+
+    class Approved(Event):
+        run_on: date | None  # None: at once
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.approved_by = self.actor
+            aggregate.run_on = self.run_on
+            aggregate.status = (B.SCHEDULED if self.run_on else B.APPROVED).value
+
+    class Rejected(Event):
+        reason: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = B.REJECTED.value
+            aggregate.decided_by, aggregate.decision_reason = self.actor, self.reason
+            aggregate.finished_at = self.timestamp
+
+    class Cancelled(Event):
+        reason: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = B.CANCELLED.value
+            aggregate.decided_by, aggregate.decision_reason = self.actor, self.reason
+            aggregate.finished_at = self.timestamp
+
+    class ProcessingStarted(Event):
+        reserved_minor: int  # held on the funding account for the batch (0: group by group)
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = B.PROCESSING.value
+            aggregate.held_minor += self.reserved_minor
+            if aggregate.started_at is None:
+                aggregate.started_at = self.timestamp
+
+    class GroupReserved(Event):
+        """Without the upfront funds check: the funds for the next group, held before it is
+        sent, and the items the funding account could not cover (AM04). Kept, so that a
+        resumed group sends exactly the items the first attempt may have sent."""
+
+        next_seq: int  # the group starts here
+        retry_done: int
+        fits: list[int]  # item indexes covered
+        refused: list[int]  # item indexes not covered
+        reserved_minor: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.held_minor += self.reserved_minor
+            aggregate.reservation = {
+                "next_seq": self.next_seq, "retry_done": self.retry_done,
+                "fits": self.fits, "refused": self.refused,
+            }  # fmt: skip
+
+    class GroupRecorded(Event):
+        """One group of items paid (or not), saved with their payments in one transaction."""
+
+        next_seq: int  # every position before it is done
+        retry_done: int
+        counts: dict[str, int]
+        amounts: dict[str, int]
+        reserved_minor: int  # added to the hold for this group (batches without funds check)
+        released_minor: int  # given back: failed and unsent items
+        debited_minor: int
+        outcomes: dict[str, str]  # outcomes of items that others depend on
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.next_seq = self.next_seq
+            aggregate.retry_done = self.retry_done
+            aggregate.groups += 1
+            for outcome, n in self.counts.items():
+                aggregate.counts[outcome] = aggregate.counts.get(outcome, 0) + n
+            for outcome, n in self.amounts.items():
+                aggregate.amounts[outcome] = aggregate.amounts.get(outcome, 0) + n
+            aggregate.held_minor += self.reserved_minor - self.released_minor - self.debited_minor
+            aggregate.outcomes.update(self.outcomes)
+            aggregate.reservation = None
+
+    class Deferred(Event):
+        run_on: date  # the rest is due then (value dates ahead, or after the cut-off)
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = B.SCHEDULED.value
+            aggregate.run_on = self.run_on
+
+    class Finished(Event):
+        status: str  # completed | completed_with_failures | failed
+        code: str | None
+        message: str | None
+        released_minor: int
+        item_failures: dict[str, list[str]]  # index -> [code, reason]: items that sank it
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.item_failures = self.item_failures
+            aggregate.status = self.status
+            aggregate.failure_code, aggregate.failure_message = self.code, self.message
+            aggregate.held_minor -= self.released_minor
+            aggregate.finished_at = self.timestamp
+
+    class RetryRequested(Event):
+        attempt: int
+        items: list[list[int]]  # [item index, item seq] each
+        reserved_minor: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.retries.append({"attempt": self.attempt, "items": self.items})
+            aggregate.status = B.PROCESSING.value
+            aggregate.held_minor += self.reserved_minor
+            aggregate.finished_at = None
+
+    if TYPE_CHECKING:
+        tenant: str
+        client: str
+        idempotency_key: str | None
+        fingerprint: str
+        source: dict[str, Any]
+        funding_account_id: str
+        currency: str
+        execution_date: date | None
+        rules: dict[str, Any]
+        item_count: int
+        valid_item_count: int
+        invalid_item_count: int
+        control_sum_minor: int
+        chunk_count: int
+        maker: str
+        status: str
+        approved_by: str | None
+        decided_by: str | None
+        decision_reason: str | None
+        run_on: date | None
+        next_seq: int
+        groups: int
+        counts: dict[str, int]
+        amounts: dict[str, int]
+        held_minor: int
+        outcomes: dict[str, str]
+        started_at: datetime | None
+        finished_at: datetime | None
+        failure_code: str | None
+        failure_message: str | None
+        retries: list[dict[str, Any]]
+        retry_done: int
+        reservation: dict[str, Any] | None
+        item_failures: dict[str, list[str]]
+
+    @classmethod
+    def submit(cls, *, batch_id: UUID, at: datetime, actor: str, **fields: Any) -> Batch:
+        return cls._create(cls.Submitted, id=batch_id, timestamp=at, actor=actor, **fields)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    @property
+    def current_status(self) -> BatchStatus:
+        return BatchStatus(self.status)
+
+    @property
+    def is_final(self) -> bool:
+        return self.current_status in FINAL
+
+    @property
+    def pending_retry_items(self) -> list[tuple[int, int, int]]:
+        """(attempt, item index, item seq) of retries not yet processed, in request order."""
+        pending = [(r["attempt"], i, s) for r in self.retries for i, s in r["items"]]
+        return pending[self.retry_done :]
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    def check_approver(self, actor: str) -> None:
+        self._check_status(B.AWAITING_APPROVAL, "approved")
+        if actor == self.maker:
+            raise MakerCannotApprove(
+                "the principal who submitted a batch cannot approve it: a second person must"
+            )
+
+    def approve(self, *, run_on: date | None, at: datetime, actor: str) -> None:
+        self.check_approver(actor)
+        self.trigger_event(self.Approved, timestamp=at, actor=actor, run_on=run_on)
+
+    def reject(self, reason: str | None, *, at: datetime, actor: str) -> None:
+        self._check_status(B.AWAITING_APPROVAL, "rejected")
+        self.trigger_event(self.Rejected, timestamp=at, actor=actor, reason=reason)
+
+    def cancel(self, reason: str | None, *, at: datetime, actor: str) -> None:
+        if self.current_status not in (B.AWAITING_APPROVAL, B.APPROVED, B.SCHEDULED) or (
+            self.next_seq or self.groups
+        ):
+            raise IllegalTransition(
+                f"batch {self.id} is {self.status}: only a batch not yet released can be cancelled"
+            )
+        self.trigger_event(self.Cancelled, timestamp=at, actor=actor, reason=reason)
+
+    def start_processing(self, reserved_minor: int, *, at: datetime, actor: str) -> None:
+        if self.current_status not in RUNNABLE:
+            raise IllegalTransition(f"batch {self.id} is {self.status}, not runnable")
+        self.trigger_event(
+            self.ProcessingStarted, timestamp=at, actor=actor, reserved_minor=reserved_minor
+        )
+
+    def reserve_group(self, *, at: datetime, actor: str, **decision: Any) -> None:
+        self._check_status(B.PROCESSING, "given funds")
+        self.trigger_event(self.GroupReserved, timestamp=at, actor=actor, **decision)
+
+    def record_group(self, *, at: datetime, actor: str, **progress: Any) -> None:
+        self._check_status(B.PROCESSING, "given progress")
+        if progress["next_seq"] < self.next_seq or progress["retry_done"] < self.retry_done:
+            raise IllegalTransition("a batch's progress never goes back")
+        self.trigger_event(self.GroupRecorded, timestamp=at, actor=actor, **progress)
+
+    def defer(self, run_on: date, *, at: datetime, actor: str) -> None:
+        self._check_status(B.PROCESSING, "deferred")
+        self.trigger_event(self.Deferred, timestamp=at, actor=actor, run_on=run_on)
+
+    def finish(
+        self,
+        status: BatchStatus,
+        *,
+        released_minor: int = 0,
+        code: str | None = None,
+        message: str | None = None,
+        item_failures: dict[str, list[str]] | None = None,
+        at: datetime,
+        actor: str,
+    ) -> None:
+        if status not in (B.COMPLETED, B.COMPLETED_WITH_FAILURES, B.FAILED):
+            raise IllegalTransition(f"a batch cannot finish {status}")
+        if self.is_final:
+            raise IllegalTransition(f"batch {self.id} is already {self.status}")
+        self.trigger_event(
+            self.Finished, timestamp=at, actor=actor, status=status.value, code=code,
+            message=message, released_minor=released_minor, item_failures=item_failures or {},
+        )  # fmt: skip
+
+    def request_retry(
+        self, items: list[list[int]], reserved_minor: int, *, at: datetime, actor: str
+    ) -> int:
+        if self.current_status not in (B.COMPLETED_WITH_FAILURES, B.FAILED) or not self.groups:
+            raise IllegalTransition(
+                f"batch {self.id} is {self.status}: only a processed batch with failed items "
+                "can be retried"
+            )
+        attempt = 2 + len(self.retries)
+        self.trigger_event(
+            self.RetryRequested, timestamp=at, actor=actor, attempt=attempt, items=items,
+            reserved_minor=reserved_minor,
+        )  # fmt: skip
+        return attempt
+
+    def _check_status(self, expected: BatchStatus, doing: str) -> None:
+        if self.current_status is not expected:
+            raise IllegalTransition(
+                f"batch {self.id} is {self.status}: only a batch {expected} can be {doing}"
+            )
