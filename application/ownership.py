@@ -24,15 +24,15 @@ class Owners:
         self._known: OrderedDict[UUID, tuple[type, str]] = OrderedDict()
         self._lock = Lock()
 
-    def cached(self, aggregate_id: UUID, created: type) -> str | bool | None:
+    def cached(self, aggregate_id: UUID, created: type | tuple[type, ...]) -> str | bool | None:
         """The owner if known here; ``False`` when it must be read from the store."""
         with self._lock:
             known = self._known.get(aggregate_id)
         if known is None:
             return False
-        return known[1] if known[0] is created else None
+        return known[1] if known[0] in _kinds(created) else None
 
-    def tenant_of(self, aggregate_id: UUID, created: type) -> str | None:
+    def tenant_of(self, aggregate_id: UUID, created: type | tuple[type, ...]) -> str | None:
         """The tenant of the aggregate whose first event is a ``created`` (e.g.
         ``Account.Opened``), or None when there is no such aggregate."""
         cached = self.cached(aggregate_id, created)
@@ -48,4 +48,9 @@ class Owners:
             self._known[aggregate_id] = (type(first), tenant)
             while len(self._known) > self.maxsize:
                 self._known.popitem(last=False)
-        return tenant if type(first) is created else None
+        return tenant if type(first) in _kinds(created) else None
+
+
+def _kinds(created: type | tuple[type, ...]) -> tuple[type, ...]:
+    """One created-event class, or several (a payment is requested, or a batch item)."""
+    return created if isinstance(created, tuple) else (created,)

@@ -71,7 +71,7 @@ class Batch(Aggregate):
         source: dict[str, Any]  # format, message id, file hash, pain.001 header echo
         funding_account_id: str
         currency: str
-        execution_date: date | None
+        execution_date: str | None  # ISO date (events hold JSON types)
         rules: dict[str, Any]
         item_count: int
         valid_item_count: int
@@ -82,10 +82,11 @@ class Batch(Aggregate):
         def apply(self, aggregate: Any) -> None:
             for name in (
                 "tenant", "client", "idempotency_key", "fingerprint", "source",
-                "funding_account_id", "currency", "execution_date", "rules", "item_count",
+                "funding_account_id", "currency", "rules", "item_count",
                 "valid_item_count", "invalid_item_count", "control_sum_minor", "chunk_count",
             ):  # fmt: skip
                 setattr(aggregate, name, getattr(self, name))
+            aggregate.execution_date = _day(self.execution_date)
             aggregate.maker = self.actor
             aggregate.status = B.AWAITING_APPROVAL.value
             aggregate.approved_by = None
@@ -111,11 +112,11 @@ class Batch(Aggregate):
         actor: str
 
     class Approved(Event):
-        run_on: date | None  # None: at once
+        run_on: str | None  # ISO date; None: at once
 
         def apply(self, aggregate: Any) -> None:
             aggregate.approved_by = self.actor
-            aggregate.run_on = self.run_on
+            aggregate.run_on = _day(self.run_on)
             aggregate.status = (B.SCHEDULED if self.run_on else B.APPROVED).value
 
     class Rejected(Event):
@@ -186,11 +187,11 @@ class Batch(Aggregate):
             aggregate.reservation = None
 
     class Deferred(Event):
-        run_on: date  # the rest is due then (value dates ahead, or after the cut-off)
+        run_on: str  # ISO date: the rest is due then (value dates ahead, or after the cut-off)
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = B.SCHEDULED.value
-            aggregate.run_on = self.run_on
+            aggregate.run_on = _day(self.run_on)
 
     class Finished(Event):
         status: str  # completed | completed_with_failures | failed
@@ -225,7 +226,7 @@ class Batch(Aggregate):
         source: dict[str, Any]
         funding_account_id: str
         currency: str
-        execution_date: date | None
+        execution_date: str | None  # ISO date (events hold JSON types)
         rules: dict[str, Any]
         item_count: int
         valid_item_count: int
@@ -255,7 +256,11 @@ class Batch(Aggregate):
 
     @classmethod
     def submit(cls, *, batch_id: UUID, at: datetime, actor: str, **fields: Any) -> Batch:
-        return cls._create(cls.Submitted, id=batch_id, timestamp=at, actor=actor, **fields)
+        execution = fields.pop("execution_date", None)
+        return cls._create(
+            cls.Submitted, id=batch_id, timestamp=at, actor=actor,
+            execution_date=execution and execution.isoformat(), **fields,
+        )  # fmt: skip
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -284,7 +289,8 @@ class Batch(Aggregate):
 
     def approve(self, *, run_on: date | None, at: datetime, actor: str) -> None:
         self.check_approver(actor)
-        self.trigger_event(self.Approved, timestamp=at, actor=actor, run_on=run_on)
+        day = run_on and run_on.isoformat()
+        self.trigger_event(self.Approved, timestamp=at, actor=actor, run_on=day)
 
     def reject(self, reason: str | None, *, at: datetime, actor: str) -> None:
         self._check_status(B.AWAITING_APPROVAL, "rejected")
@@ -318,7 +324,7 @@ class Batch(Aggregate):
 
     def defer(self, run_on: date, *, at: datetime, actor: str) -> None:
         self._check_status(B.PROCESSING, "deferred")
-        self.trigger_event(self.Deferred, timestamp=at, actor=actor, run_on=run_on)
+        self.trigger_event(self.Deferred, timestamp=at, actor=actor, run_on=run_on.isoformat())
 
     def finish(
         self,
@@ -360,3 +366,7 @@ class Batch(Aggregate):
             raise IllegalTransition(
                 f"batch {self.id} is {self.status}: only a batch {expected} can be {doing}"
             )
+
+
+def _day(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)

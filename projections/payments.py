@@ -77,7 +77,7 @@ class PaymentsProjection(ViewProjection):
     HANDLED = frozenset(
         f"Payment.{n}"
         for n in ("Requested", "Rejected", "Reserved", "Submitted", "Succeeded", "Failed",
-                  "OutcomeUnknown")
+                  "OutcomeUnknown", "BatchItemProcessed")
     )  # fmt: skip
 
     def prepare_page(self, events: list[RawEvent]) -> Any:
@@ -85,12 +85,14 @@ class PaymentsProjection(ViewProjection):
         mine = [e for e in events if e.name in handled]
         if not mine:
             return None
-        created = {e.originator_id for e in mine if e.name == "Payment.Requested"}
+        created = {e.originator_id for e in mine if e.name in CREATED}
         rows = self._load_rows({e.originator_id for e in mine} - created)
         before = {pid: _contribution(row) for pid, row in rows.items()}
         for event in mine:
             if event.name == "Payment.Requested":
                 rows[event.originator_id] = _new_row(event)
+            elif event.name == "Payment.BatchItemProcessed":
+                rows[event.originator_id] = _batch_item_row(event)
             else:
                 _apply(rows[event.originator_id], event)
         changes = (
@@ -187,6 +189,21 @@ def _new_row(e: RawEvent) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _batch_item_row(e: RawEvent) -> dict[str, Any]:
+    """A batch item's payment arrives in its outcome (domain/payments.py)."""
+    row = _new_row(e)
+    d = e.data
+    state = d["outcome"]
+    completed = timestamp_us(d["completed_at"])
+    row["state"], row["status"] = state, STATUS_OF_STATE[state]
+    row["failure_code"], row["failure_message"] = d["code"], d["message"]
+    row["channel_reference"] = d["channel_reference"]
+    row["completed_us"], row["updated_us"] = completed, completed
+    row["latency_ms"] = int((completed - row["created_us"]) / 1_000_000 * 1000)
+    return row
+
+
+CREATED = frozenset(("Payment.Requested", "Payment.BatchItemProcessed"))
 STATE_OF_EVENT = {
     "Payment.Rejected": "rejected", "Payment.Reserved": "reserved",
     "Payment.Submitted": "submitted", "Payment.Succeeded": "succeeded",

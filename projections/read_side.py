@@ -16,6 +16,7 @@ from typing import Any
 from eventsourcing.application import Application
 
 from application.store import StoreConfig
+from projections.batch_queries import BatchQueries
 from projections.db import ViewDB
 from projections.queries import ReadModel
 from projections.runner import Follower, ProjectionRunner
@@ -40,6 +41,7 @@ class ReadSide:
             self.runner.create_tables()
         self.follower: Follower | None = Follower(self.runner).start() if follow else None
         self.model = ReadModel(ViewDB(store), head=self.head, local=self.follower)
+        self.batches = BatchQueries(self.model.db, lambda: self.model.position("batches"))
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0

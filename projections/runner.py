@@ -39,6 +39,7 @@ from projections.base import (
     decode,
     decode_rows,
 )
+from projections.batches import BatchesProjection
 from projections.db import ViewDB
 from projections.payments import PaymentsProjection
 from projections.webhooks import WebhooksProjection
@@ -49,6 +50,7 @@ PROJECTIONS: dict[str, type[ViewProjection]] = {
     "payments": PaymentsProjection,  # tables: payments, metrics
     "accounts": AccountsProjection,  # tables: accounts, entries
     "webhooks": WebhooksProjection,  # tables: webhook endpoints, payments, outbox
+    "batches": BatchesProjection,  # tables: batches, batch_items
 }
 FOLLOW_PAGE = 1_000
 # A rebuild's pages: larger ones mean fewer transactions and fewer writes of an account touched

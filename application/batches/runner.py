@@ -72,6 +72,15 @@ class BatchRunner:
         finally:
             self._tasks.pop(batch_id, None)
 
+    async def stop(self) -> None:
+        """Stop the background runs (server shutdown): a batch stops between two groups'
+        saves at worst, and the next start resumes it."""
+        self.background = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def run_due(self, progress: Progress | None = None) -> list[BatchResult]:
         """Run every batch that is due or unfinished, one after the other."""
         results = []

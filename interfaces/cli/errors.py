@@ -28,6 +28,7 @@ from domain.errors import (
     PayledgerError,
     ValidationError,
 )
+from domain.keys import AuthError
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -37,11 +38,13 @@ EXIT_CONFLICT = 4
 EXIT_STORE_UNAVAILABLE = 5
 EXIT_PAYMENT_FAILED = 6
 EXIT_PAYMENT_EXCEPTION = 7
+EXIT_REFUSED = 8  # not allowed: a bad API key, a role without the permission, a wrong code
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 unexpected error, 2 invalid input or configuration, 3 not found, "
-    "4 conflict or account rule, 5 store unavailable, 6 payment failed, "
-    "7 payment outcome unknown (exception)."
+    "4 conflict or account rule, 5 store unavailable, 6 payment failed (batches: finished "
+    "with failures), 7 payment outcome unknown (batches: failed), 8 not allowed (API key, "
+    "role, second-factor code)."
 )
 
 # API field names as the CLI user typed them.
@@ -125,6 +128,8 @@ def classify(error: BaseException) -> tuple[int, str]:
         return EXIT_INVALID, settings_message(error)  # type: ignore[arg-type]
     if isinstance(error, NotFound):
         return EXIT_NOT_FOUND, error.message
+    if isinstance(error, AuthError):
+        return EXIT_REFUSED, f"{error.code}: {error.message}"
     if isinstance(error, Conflict | AccountRuleViolation | IllegalTransition):
         return EXIT_CONFLICT, f"{error.code}: {error.message}"
     if isinstance(error, _store_errors()):

@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from domain.errors import ValidationError
 from domain.money import format_amount
-from interfaces.cli import accounts, audit, keys, output, payments, principal, views
+from interfaces.cli import accounts, audit, batches, keys, output, payments, principal, views
 from interfaces.cli import webhooks as webhook_commands
 from interfaces.cli.errors import EXIT_CODES_HELP, ErrorMappingGroup
 from interfaces.cli.runtime import init_store, load_settings, run, service
@@ -37,6 +37,7 @@ ledger_app = typer.Typer(help="Ledger checks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(payments.app, name="payments")
+app.add_typer(batches.app, name="batches")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")

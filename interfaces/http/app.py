@@ -9,6 +9,7 @@ created once before they started, and creating them from many processes at once 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -24,7 +25,15 @@ from application.store import StoreConfigError
 from application.tuning import tune_process
 from interfaces.http import authn, problems, security
 from interfaces.http.limits import BodySizeLimit
-from interfaces.http.routes import accounts, dashboard, health, payments, prometheus, queries
+from interfaces.http.routes import (
+    accounts,
+    batches,
+    dashboard,
+    health,
+    payments,
+    prometheus,
+    queries,
+)
 from interfaces.http.routes import keys as key_routes
 from interfaces.http.routes import webhooks as webhook_routes
 from projections.read_side import ReadSide
@@ -49,8 +58,11 @@ Real-time payments on an event-sourced double-entry ledger.
 """
 # The largest valid payment is a few KiB (500-char description, 20 metadata pairs of 540).
 MAX_BODY_BYTES = 64 * 1024
+# A batch of 100,000 items: a pain.001 of about 60 MB, or a JSON body of about 25 MB.
+MAX_BATCH_BODY_BYTES = 96 * 1024 * 1024
 TAGS = [
     {"name": "payments", "description": "Real-time payments and their audit history"},
+    {"name": "batches", "description": "Batch payments: files, approval, items, reports"},
     {"name": "accounts", "description": "Ledger accounts, deposits"},
     {"name": "metrics", "description": "Success rate, volumes and latency from the views"},
     {"name": "keys", "description": "API keys of the caller's tenant (role admin)"},
@@ -81,11 +93,19 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
             else None
         )
         authn.install(app, svc)  # API keys: app.state.auth (interfaces/http/authn.py)
+        # Batches: approved ones run in tasks; the scheduler resumes unfinished ones at start
+        # and runs scheduled ones when due (application/batches/runner.py).
+        svc.batch_runner.background = True
+        scheduler = asyncio.create_task(
+            svc.batch_runner.schedule(svc.settings.batch_scheduler_interval_s)
+        )
         if owned:
             tune_process()  # a serving process, not a test embedding the app
         try:
             yield
         finally:
+            scheduler.cancel()
+            await svc.batch_runner.stop()
             if app.state.webhooks is not None:
                 app.state.webhooks.stop()
             app.state.read.close()
@@ -104,10 +124,14 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={"/v1/batches": MAX_BATCH_BODY_BYTES}
+    )
     # Security headers, CORS and the request log (after every other middleware: outermost).
     security.install(app, settings or (service.settings if service else Settings()))
-    for module in (queries, payments, accounts, key_routes, health, prometheus, dashboard):
+    for module in (
+        queries, payments, batches, accounts, key_routes, health, prometheus, dashboard,
+    ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(webhook_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -147,6 +171,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             routes=app.routes,
             tags=app.openapi_tags,
         )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in batches.EXTRA_SCHEMAS.items():
+            extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(extra.pop("$defs", {}))
+            components[name] = extra
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 for status, response in operation.get("responses", {}).items():

@@ -22,13 +22,17 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 
+from application.batches.handlers import BatchNotFound
 from application.commands import Principal
 from application.ownership import Owners
 from domain.accounts import Account
+from domain.batches import Batch
 from domain.errors import AccountNotFound, NotFound, PaymentNotFound
 from domain.keys import ApiKey, Forbidden, KeyNotFound, Role
 from domain.payments import Payment
 from interfaces.http.deps import get_principal, service
+
+PAYMENT_CREATED = (Payment.Requested, Payment.BatchItemProcessed)  # a batch item is a payment
 
 
 class Permission(StrEnum):
@@ -102,7 +106,7 @@ async def check_owner(
     request: Request,
     principal: Principal,
     aggregate_id: UUID,
-    created: type,
+    created: type | tuple[type, ...],
     not_found: type[NotFound],
     noun: str,
 ) -> None:
@@ -138,11 +142,24 @@ def _owned_payment(permission: Permission) -> Any:
         principal: Annotated[Principal, Depends(allow(permission))],
     ) -> Principal:
         await check_owner(
-            request, principal, payment_id, Payment.Requested, PaymentNotFound, "payment"
+            request, principal, payment_id, PAYMENT_CREATED, PaymentNotFound, "payment"
         )
         return principal
 
     return owned_payment
+
+
+@cache
+def _owned_batch(permission: Permission) -> Any:
+    async def owned_batch(
+        batch_id: UUID,
+        request: Request,
+        principal: Annotated[Principal, Depends(allow(permission))],
+    ) -> Principal:
+        await check_owner(request, principal, batch_id, Batch.Submitted, BatchNotFound, "batch")
+        return principal
+
+    return owned_batch
 
 
 @cache
@@ -166,6 +183,11 @@ def OwnedAccount(permission: Permission) -> Any:
 def OwnedPayment(permission: Permission) -> Any:
     """``permission``, and ``{payment_id}`` belongs to the caller's tenant."""
     return Depends(_owned_payment(permission))
+
+
+def OwnedBatch(permission: Permission) -> Any:
+    """``permission``, and ``{batch_id}`` belongs to the caller's tenant."""
+    return Depends(_owned_batch(permission))
 
 
 def OwnedKey(permission: Permission) -> Any:

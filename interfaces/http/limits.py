@@ -17,25 +17,27 @@ TOO_LARGE = "Content Too Large"
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # path -> its own cap (batch files)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = _content_length(scope)
+        cap = self.larger.get(scope["path"], self.max_bytes)
         if length is None:
-            await self.app(scope, self._counting(receive), send)
-        elif length > self.max_bytes:
-            detail = f"the request body must be at most {self.max_bytes} bytes"
+            await self.app(scope, self._counting(receive, cap), send)
+        elif length > cap:
+            detail = f"the request body must be at most {cap} bytes"
             response = problem_response(413, TOO_LARGE, "payload_too_large", detail)
             await response(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, cap: int) -> Receive:
         received = 0
 
         async def receive_at_most() -> Message:
@@ -43,7 +45,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > cap:
                     raise HTTPException(413, TOO_LARGE)
             return message
 

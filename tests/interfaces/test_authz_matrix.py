@@ -9,17 +9,22 @@ without an id show the other tenant's objects nowhere (lists, filters, bodies).
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 
+from application.commands import Principal
 from domain.keys import Role
 from interfaces.http.authz import ROLE_PERMISSIONS, Permission
+from tests.interfaces.batch_helpers import item
 from tests.interfaces.conftest import Api, LiveServer, new_key
 from tests.interfaces.keys_helpers import HttpKey, issue, new_tenant, problem_code
 
@@ -27,6 +32,8 @@ ROLES = [role.value for role in Role]
 EVERYONE = frozenset(ROLES)
 READERS = EVERYONE  # balances, statements, payments: every role of the tenant
 OVERSIGHT = frozenset({"auditor", "operator", "admin"})
+MAKERS = frozenset({"submitter", "admin"})
+APPROVERS = frozenset({"approver", "admin"})
 ADMIN = frozenset({"admin"})
 
 
@@ -41,6 +48,9 @@ class Side:
     payee: str
     payment: str
     endpoint: str  # a webhook endpoint
+    funding: str  # a funded EUR funding account, for batches
+    batch: str  # a batch awaiting approval (made by ``admin``)
+    failed_batch: str | None = None  # a finished batch with a failed item (retry)
 
     def api(self, base_url: str) -> Api:
         return Api(self.admin.client(base_url))
@@ -62,7 +72,38 @@ def make_side(live: LiveServer) -> Side:
     paid = api.pay(payment_body(payer, payee))
     assert paid.status_code == 201 and paid.json()["status"] == "succeeded", paid.text
     endpoint = register_endpoint(api.client)
-    return Side(tenant, admin, keys, payer, payee, paid.json()["id"], endpoint)
+    funding = api.funded_account("1000.00", "EUR", kind="funding")
+    side = Side(tenant, admin, keys, payer, payee, paid.json()["id"], endpoint, funding, "")
+    side.batch = _fresh_batch(live, side)
+    return side
+
+
+def _fresh_batch(live: LiveServer, side: Side, suffix: str = "") -> str:
+    """A new batch of one item, awaiting approval, made by the side's set-up admin."""
+    items = [item(1, "1.00", suffix)]
+    body = {"funding_account_id": side.funding, "currency": "EUR", "items": items}
+    with side.admin.client(live.base_url) as client:
+        made = client.post("/v1/batches", json=body, headers={"Idempotency-Key": new_key()})
+    assert made.status_code == 201, made.text
+    return made.json()["id"]  # type: ignore[no-any-return]
+
+
+def _batch_with_a_failure(w: World, side: Side) -> str:
+    """The side's batch whose one item failed (a closed account), finished (again, after a
+    retry). Approved and run through the service: the roles' TOTP codes are for the routes."""
+    if side.failed_batch is None:
+        batch_id = _fresh_batch(w.live, side, suffix="0004")
+        svc = w.live.service
+        checker = Principal(tenant=side.tenant, client="key:matrix-set-up")
+        svc.committer.run(svc.decision("batches", "decide_approve", UUID(batch_id), checker, True))
+        asyncio.run(svc.batch_runner.run(UUID(batch_id)))
+        side.failed_batch = batch_id
+    with side.admin.client(w.live.base_url) as client:
+        for _ in range(500):
+            if client.get(f"/v1/batches/{side.failed_batch}").json()["status"] != "processing":
+                break
+            time.sleep(0.02)
+    return side.failed_batch
 
 
 def register_endpoint(client: httpx.Client) -> str:
@@ -148,6 +189,28 @@ def _only_own_endpoints(r: httpx.Response, w: World) -> None:
     assert ids and w.other.endpoint not in ids
 
 
+def _funding_not_found(r: httpx.Response, w: World) -> None:
+    assert r.status_code == 422 and r.json()["errors"][0]["code"] == "AC02"
+
+
+def _batch_body(w: World, side: Side) -> dict[str, Any]:
+    return {"json": {"funding_account_id": side.funding, "currency": "EUR",
+                     "items": [item(1, "1.00")]},
+            "headers": {"Idempotency-Key": new_key()}}  # fmt: skip
+
+
+def _only_own_batches(r: httpx.Response, w: World) -> None:
+    ids = {b["id"] for b in r.json()["items"]}
+    assert ids and w.other.batch not in ids
+
+
+def _approval(w: World, side: Side, key: HttpKey) -> Call:
+    code = key.code(steps_ahead=1) if key.seed else "000000"
+    batch = _fresh_batch(w.live, side) if key.role in APPROVERS else side.batch
+    return ("POST", f"/v1/batches/{batch}/approve",
+            {"json": {}, "headers": {"X-Payledger-OTP": code}})  # fmt: skip
+
+
 def _only_own_keys(r: httpx.Response, w: World) -> None:
     ids = {k["id"] for k in r.json()["items"]}
     assert ids and not ids & {k.id for k in w.other.keys.values()} and w.other.admin.id not in ids
@@ -221,6 +284,25 @@ ROUTES = [
           lambda w, s, k: ("POST", f"{_endpoint_path(w, s, k)}/enable", {})),
     Route("delete webhook endpoint", ADMIN, Permission.WEBHOOKS_MANAGE,
           lambda w, s, k: ("DELETE", _endpoint_path(w, s, k), {}), ok=204),
+    Route("submit batch", MAKERS, Permission.BATCHES_CREATE,
+          lambda w, s, k: ("POST", "/v1/batches", _batch_body(w, s)),
+          ok=201, other=_funding_not_found, by_id=False),
+    Route("list batches", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", "/v1/batches", {}), other=_only_own_batches, by_id=False),
+    Route("get batch", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", f"/v1/batches/{s.batch}", {})),
+    Route("batch items", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", f"/v1/batches/{s.batch}/items", {})),
+    Route("batch report", READERS, Permission.PAYMENTS_READ,
+          lambda w, s, k: ("GET", f"/v1/batches/{s.batch}/report", {})),
+    Route("approve batch", APPROVERS, Permission.BATCHES_APPROVE, _approval),
+    Route("reject batch", APPROVERS, Permission.BATCHES_APPROVE,
+          lambda w, s, k: ("POST", f"/v1/batches/{_fresh_batch(w.live, s)}/reject", {"json": {}})),
+    Route("cancel batch", MAKERS, Permission.BATCHES_CREATE,
+          lambda w, s, k: ("POST", f"/v1/batches/{_fresh_batch(w.live, s)}/cancel", {"json": {}})),
+    Route("retry batch", MAKERS, Permission.BATCHES_CREATE,
+          lambda w, s, k: ("POST", f"/v1/batches/{_batch_with_a_failure(w, s)}/retry",
+                           {"json": {"all_failed": True}})),
 ]  # fmt: skip
 CASES = [
     pytest.param(route, role, side, id=f"{route.name}-{role}-{side}")
@@ -234,6 +316,7 @@ NOT_FOUND = {
     "payment": "payment_not_found",
     "keys": "key_not_found",
     "webhook-endpoints": "webhook_endpoint_not_found",
+    "batches": "batch_not_found",
 }
 
 
@@ -300,6 +383,10 @@ def test_the_matrix_covers_every_route(world: World) -> None:
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/disable"),
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
         ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
+        ("POST", "/v1/batches"), ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
+        ("GET", "/v1/batches/{batch_id}/items"), ("GET", "/v1/batches/{batch_id}/report"),
+        ("POST", "/v1/batches/{batch_id}/approve"), ("POST", "/v1/batches/{batch_id}/reject"),
+        ("POST", "/v1/batches/{batch_id}/cancel"), ("POST", "/v1/batches/{batch_id}/retry"),
     }  # fmt: skip
 
 
@@ -319,6 +406,7 @@ def test_an_unknown_id_and_another_tenants_id_answer_alike(world: World) -> None
             ("/v1/accounts/{}", world.other.payer),
             ("/v1/payments/{}", world.other.payment),
             ("/v1/keys/{}", world.other.admin.id),
+            ("/v1/batches/{}", world.other.batch),
         ):
             theirs = client.get(template.format(real))
             unknown = client.get(template.format(uuid.uuid4()))

@@ -10,16 +10,20 @@ from application.service import LAST_POSITION
 from interfaces.http.schemas import Problem
 
 _DESCRIPTIONS = {
-    400: "Missing Idempotency-Key",
+    400: "Missing Idempotency-Key on a money-moving POST (`idempotency_key_required`), or a "
+    "body that cannot be decoded (`http_error`)",
     401: "No valid API key (`WWW-Authenticate: Bearer`)",
     403: "The key's role lacks the permission (`forbidden`), or the operation needs a fresh "
     "second-factor code in `X-Payledger-OTP` (`otp_required`, `otp_invalid`, `otp_not_enrolled`)",
     404: "Not found (also another tenant's id)",
     409: "Conflict (a request with this key is still in flight, or an account rule)",
+    413: "The request body is larger than the route accepts (`payload_too_large`)",
+    415: "A content type the route does not read",
     422: "Malformed input (nothing was recorded) or an idempotency key reused with another body",
     429: "Rate limited (`rate_limited`) or second factor locked after failures "
     "(`otp_throttled`); retry after `Retry-After` seconds",
-    503: "Overloaded or the database is unreachable; retry after `Retry-After` seconds",
+    503: "Overloaded, the database is unreachable, or the views have not reached "
+    "`wait_for_position` (`position_not_reached`); retry after `Retry-After` seconds",
 }
 
 
