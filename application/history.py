@@ -47,7 +47,10 @@ def parse_as_of(text: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise _bad_as_of() from None
-    return as_utc(parsed)
+    try:
+        return as_utc(parsed)
+    except OverflowError:  # e.g. 0001-01-01T00:30:00+05:00: before the first UTC instant
+        raise _bad_as_of() from None
 
 
 def as_utc(at: datetime) -> datetime:

@@ -16,11 +16,12 @@ Funding-account checks need the ledger and happen when the batch is decided (han
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
+from uuid import UUID
 
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
@@ -193,6 +194,10 @@ def _check_item(
     index_of: dict[str, int],
     duplicate: bool,
 ) -> BatchItem:
+    has_nul = _has_nul(raw)
+    if has_nul:  # kept visible in the item's report, but never stored as NUL
+        raw = replace(raw, **{n: (getattr(raw, n) or "").replace("\x00", "\ufffd") or None
+                              for n in TEXT_FIELDS})  # fmt: skip
     problem: tuple[str, str] | None = None
     amount_minor = 0
     item_currency = raw.currency or currency
@@ -207,6 +212,7 @@ def _check_item(
         depends_on = index_of.get(raw.depends_on)
     checks: list[tuple[bool, str, str]] = [
         (not raw.end_to_end_id, "FF01", "end_to_end_id is missing"),
+        (has_nul, "FF01", "a text field holds a NUL (U+0000) character"),
         (len(raw.end_to_end_id or "") > MAX_ID, "FF01", f"end_to_end_id over {MAX_ID} chars"),
         (duplicate, "AM05", f"end_to_end_id {raw.end_to_end_id!r} appears earlier in the batch"),
         (item_currency != currency, "AM03", f"item is in {item_currency}, batch in {currency}"),
@@ -284,8 +290,6 @@ def _bic(text: str) -> str | None:
 
 
 def _is_uuid(text: str) -> bool:
-    from uuid import UUID
-
     try:
         UUID(text)
     except ValueError:
@@ -298,6 +302,14 @@ def _text(value: str | None) -> str | None:
         return None
     value = value[:140]
     return None if contains_pan(value) else value
+
+
+TEXT_FIELDS = ("end_to_end_id", "name", "remittance", "instruction_id", "depends_on", "iban")
+
+
+def _has_nul(raw: RawItem) -> bool:
+    """NUL cannot be stored in PostgreSQL text, and no bank file legitimately holds one."""
+    return any("\x00" in (getattr(raw, name) or "") for name in TEXT_FIELDS)
 
 
 def _fingerprint(items: list[BatchItem], rules: BatchRules, currency: str) -> str:

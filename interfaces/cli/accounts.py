@@ -29,10 +29,16 @@ def open_account(
     overdraft_limit: Annotated[
         str, typer.Option(help="Decimal string in the currency, e.g. 100.00.")
     ] = "0",
+    iban: Annotated[
+        str | None,
+        typer.Option(help="The bank account it stands for (a payroll file's debtor IBAN)."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Open an account."""
-    cmd = OpenAccount(owner=owner, currency=currency, kind=kind, overdraft_limit=overdraft_limit)
+    cmd = OpenAccount(
+        owner=owner, currency=currency, kind=kind, overdraft_limit=overdraft_limit, iban=iban
+    )
     with service() as svc:
         account = run(svc.accounts.open(cmd, cli_principal()))
     if as_json:

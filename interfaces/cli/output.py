@@ -52,6 +52,7 @@ def account_json(a: AccountResult) -> dict[str, Any]:
         "available": _amount(a.available_minor, a.currency),  # null: unlimited
         "overdraft_limit": _amount(a.overdraft_limit_minor, a.currency),
         "closed": a.closed,
+        "iban": a.iban,
         "created_at": _iso(a.created_at),
         "updated_at": _iso(a.updated_at),
     }

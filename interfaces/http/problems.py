@@ -44,7 +44,7 @@ from domain.keys import (
     Unauthenticated,
 )
 from interfaces.http.ratelimit import RateLimited
-from interfaces.http.schemas import AMOUNT_FIELDS, TAGGED_UNIONS
+from interfaces.http.schemas import AMOUNT_FIELDS, NO_NUL, TAGGED_UNIONS
 from projections.queries import PositionNotReached
 
 log = logging.getLogger("payledger.http")
@@ -200,6 +200,8 @@ def _field_error(error: dict[str, Any]) -> FieldError:
     if kind == "string_type" and path.rsplit(".", 1)[-1] in AMOUNT_FIELDS:
         kind = "amount_must_be_string"
         reason = 'must be a decimal string such as "12.34" (JSON numbers are refused)'
+    elif kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NO_NUL:
+        reason = "must not contain NUL (U+0000) characters"
     elif kind == "union_tag_invalid":  # pydantic's message quotes the tag the client sent
         reason = f"type must be one of {error.get('ctx', {}).get('expected_tags', '')}"
     elif kind == "json_invalid":

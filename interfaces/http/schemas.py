@@ -49,10 +49,13 @@ Currency = Annotated[
 ]
 Channel = Literal["internal", "card", "alipay", "wechat_pay", "bank_transfer"]
 AccountKindIn = Literal["customer", "merchant", "funding", "clearing", "external"]
-Owner = Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
-Description = Annotated[StrictStr, StringConstraints(max_length=500)]
-MetadataKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40)]
-MetadataValue = Annotated[StrictStr, StringConstraints(max_length=500)]
+#: Free text never holds NUL (U+0000): PostgreSQL's text columns cannot store it, so an owner or
+#: a description with one would halt the views that copy it (found by test_schemathesis.py).
+NO_NUL = r"^[^\x00]*$"
+Owner = Annotated[StrictStr, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[StrictStr, StringConstraints(max_length=500, pattern=NO_NUL)]
+MetadataKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=40, pattern=NO_NUL)]
+MetadataValue = Annotated[StrictStr, StringConstraints(max_length=500, pattern=NO_NUL)]
 Metadata = Annotated[
     dict[MetadataKey, MetadataValue],
     Field(max_length=20, description="Up to 20 string keys and values, stored as given"),
@@ -105,7 +108,7 @@ class BankAccountIn(InputModel):
 
     type: Literal["bank_account"]
     iban: Annotated[StrictStr, StringConstraints(min_length=1, max_length=42)]
-    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=140)]
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=140, pattern=NO_NUL)]
     bic: Annotated[StrictStr, StringConstraints(min_length=1, max_length=11)] | None = None
 
     def to_command(self) -> BankBeneficiary:

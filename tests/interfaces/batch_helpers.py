@@ -54,7 +54,9 @@ class Payroll:
                 "/v1/batches", files={"file": (name, content)}, params=params, headers=headers
             )
 
-    def approve(self, batch_id: str, execute_now: bool = True, code: str | None = None) -> httpx.Response:
+    def approve(
+        self, batch_id: str, execute_now: bool = True, code: str | None = None
+    ) -> httpx.Response:
         with self.as_(self.approver) as http:
             return http.post(
                 f"/v1/batches/{batch_id}/approve",

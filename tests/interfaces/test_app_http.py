@@ -63,7 +63,7 @@ def test_openapi_documents_bodies_with_examples_and_problems(client: httpx.Clien
 
     assert schema["info"]["title"] == "Payledger" and schema["info"]["version"]
     tags = {t["name"] for t in schema["tags"]}
-    assert tags == {"payments", "accounts", "metrics", "keys", "webhooks", "health"}
+    assert tags == {"payments", "batches", "accounts", "metrics", "keys", "webhooks", "health"}
     components = schema["components"]["schemas"]
     for name in ("PaymentIn", "AccountIn", "DepositIn", "PaymentOut", "AccountOut", "Problem"):
         assert components[name].get("examples"), name

@@ -24,7 +24,9 @@ def pr(live_server: LiveServer) -> Payroll:
     return payroll(live_server)
 
 
-def pain001(pr: Payroll, schema: str, amounts: list[int], suffixes: dict[int, str] | None = None) -> bytes:
+def pain001(
+    pr: Payroll, schema: str, amounts: list[int], suffixes: dict[int, str] | None = None
+) -> bytes:
     """A SEPA credit transfer file from sepaxml, debiting the payroll's funding IBAN."""
     config = {"name": "ACME GmbH", "IBAN": pr.funding_iban, "BIC": "COBADEFFXXX",
               "batch": True, "currency": "EUR"}  # fmt: skip
@@ -81,7 +83,11 @@ def test_the_report_is_read_by_an_independent_parser(pr: Payroll) -> None:
         xml = http.get(f"/v1/batches/{batch['id']}/report", params={"format": "pain002"}).content
     document = XmlParser().from_bytes(xml, Document)
     group = document.cstmr_pmt_sts_rpt.orgnl_grp_inf_and_sts
-    assert (group.orgnl_nb_of_txs, str(group.orgnl_ctrl_sum), group.grp_sts) == ("2", "30.00", "ACSC")
+    assert (group.orgnl_nb_of_txs, str(group.orgnl_ctrl_sum), group.grp_sts) == (
+        "2",
+        "30.00",
+        "ACSC",
+    )
 
 
 def test_the_same_file_twice_is_the_same_batch(pr: Payroll, live_server: LiveServer) -> None:
@@ -93,7 +99,7 @@ def test_the_same_file_twice_is_the_same_batch(pr: Payroll, live_server: LiveSer
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert live_server.notification_position() == position
-    changed = data.replace(b"<InstdAmt Ccy=\"EUR\">10.00", b"<InstdAmt Ccy=\"EUR\">10.50")
+    changed = data.replace(b'<InstdAmt Ccy="EUR">10.00', b'<InstdAmt Ccy="EUR">10.50')
     changed = changed.replace(b"<CtrlSum>10.00", b"<CtrlSum>10.50")
     reused = pr.submit_file(changed, "b.xml")
     assert reused.status_code == 409 and problem_code(reused) == "DU01"
@@ -104,7 +110,9 @@ def test_control_sum_and_count_mismatches_refuse_the_file(pr: Payroll) -> None:
     wrong_sum = data.replace(b"<CtrlSum>30.00</CtrlSum>", b"<CtrlSum>31.00</CtrlSum>", 1)
     answer = pr.submit_file(wrong_sum, "x.xml")
     assert answer.status_code == 422
-    assert {(e["field"], e["code"]) for e in answer.json()["errors"]} >= {("GrpHdr/CtrlSum", "AM10")}
+    assert {(e["field"], e["code"]) for e in answer.json()["errors"]} >= {
+        ("GrpHdr/CtrlSum", "AM10")
+    }
     wrong_count = data.replace(b"<NbOfTxs>2</NbOfTxs>", b"<NbOfTxs>3</NbOfTxs>", 1)
     assert pr.submit_file(wrong_count, "y.xml").json()["errors"][0]["code"] == "AM18"
 
@@ -118,7 +126,9 @@ def test_control_sum_and_count_mismatches_refuse_the_file(pr: Payroll) -> None:
         ("apiome/negative/03-truncated-mid-transaction.xml", "truncated"),
     ],
 )
-def test_files_that_are_not_batches_are_refused_with_ff01(pr: Payroll, sample: str, why: str) -> None:
+def test_files_that_are_not_batches_are_refused_with_ff01(
+    pr: Payroll, sample: str, why: str
+) -> None:
     answer = pr.submit_file((SAMPLES / sample).read_bytes(), Path(sample).name, key=new_key())
     assert answer.status_code == 422, (why, answer.text)
     assert answer.json()["errors"][0]["code"] == "FF01"

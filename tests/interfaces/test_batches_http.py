@@ -29,7 +29,11 @@ def test_a_payroll_batch_from_submission_to_report(pr: Payroll) -> None:
     assert submitted.status_code == 201, submitted.text
     batch = submitted.json()
     assert batch["status"] == "awaiting_approval"
-    assert (batch["item_count"], batch["valid_item_count"], batch["invalid_item_count"]) == (5, 4, 1)
+    assert (batch["item_count"], batch["valid_item_count"], batch["invalid_item_count"]) == (
+        5,
+        4,
+        1,
+    )
     assert batch["control_sum"] == "4120.49"  # the valid items
     assert [(i["index"], i["reason_code"]) for i in batch["invalid_items"]] == [(3, "AC01")]
 
@@ -63,7 +67,9 @@ def test_a_payroll_batch_from_submission_to_report(pr: Payroll) -> None:
     assert len(listed) == 4
 
 
-def test_the_maker_never_approves_and_a_code_is_needed(pr: Payroll, live_server: LiveServer) -> None:
+def test_the_maker_never_approves_and_a_code_is_needed(
+    pr: Payroll, live_server: LiveServer
+) -> None:
     from tests.interfaces.keys_helpers import issue
 
     both = issue(live_server.service, pr.tenant, "admin", totp=True)

@@ -136,6 +136,24 @@ def test_metrics_reject_a_reversed_period(client: httpx.Client) -> None:
     assert response.json()["errors"][0]["field"] == "from"
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"to": "0001-01-01T00:00:00Z"},  # `from` would default to an hour before year 1
+        {"from": "0001-01-01T00:30:00+05:00"},  # before year 1 in UTC
+        {"to": "9999-12-31T23:59:59-05:00"},  # after year 9999 in UTC
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/metrics", "/dashboard"])
+def test_a_period_beyond_the_calendar_is_a_422(
+    client: httpx.Client, path: str, params: dict[str, str]
+) -> None:
+    # Found by tests/interfaces/test_schemathesis.py: these were 500 (OverflowError).
+    response = client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert [e["code"] for e in response.json()["errors"]] == ["out_of_range"]
+
+
 def test_waiting_for_a_position_never_reached_is_a_503(client: httpx.Client) -> None:
     response = client.get("/v1/payments", params={"wait_for_position": 10**12, "timeout_s": 0.2})
     assert response.status_code == 503

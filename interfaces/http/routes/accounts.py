@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
     "",
     status_code=201,
     summary="Open an account",
-    responses={**replay(AccountOut), **auth_problems(422, 503)},
+    responses={**replay(AccountOut), **auth_problems(400, 422, 503)},
 )
 async def open_account(
     body: AccountIn,
@@ -45,7 +45,7 @@ AS_OF_HELP = (
 )
 
 
-@router.get("/{account_id}", summary="Get an account", responses=auth_problems(404, 422))
+@router.get("/{account_id}", summary="Get an account", responses=auth_problems(404, 422, 503))
 def get_account(
     account_id: UUID,
     request: Request,

@@ -225,7 +225,7 @@ async def list_batches(
 
 @router.get(
     "/{batch_id}", summary="A batch: status, counts, amounts, progress and ETA",
-    response_model=BatchOut, responses=auth_problems(404),
+    response_model=BatchOut, responses=auth_problems(404, 422),
 )  # fmt: skip
 async def get_batch(
     batch_id: UUID, request: Request, principal: Principal = OwnedBatch(Permission.PAYMENTS_READ)
@@ -238,7 +238,7 @@ async def get_batch(
     "/{batch_id}/approve",
     summary="Approve a batch (a second person, with a fresh TOTP code)",
     response_model=BatchOut,
-    responses=auth_problems(404, 409, 422, 503),
+    responses=auth_problems(400, 404, 409, 422, 503),
 )
 async def approve_batch(
     batch_id: UUID,
@@ -261,7 +261,7 @@ async def approve_batch(
 
 @router.post(
     "/{batch_id}/reject", summary="Reject a batch awaiting approval", response_model=BatchOut,
-    responses=auth_problems(404, 409, 422, 503),
+    responses=auth_problems(400, 404, 409, 422, 503),
 )  # fmt: skip
 async def reject_batch(
     batch_id: UUID,
@@ -277,7 +277,7 @@ async def reject_batch(
 
 @router.post(
     "/{batch_id}/cancel", summary="Cancel a batch before it is released",
-    response_model=BatchOut, responses=auth_problems(404, 409, 422, 503),
+    response_model=BatchOut, responses=auth_problems(400, 404, 409, 422, 503),
 )  # fmt: skip
 async def cancel_batch(
     batch_id: UUID,
@@ -295,7 +295,7 @@ async def cancel_batch(
     "/{batch_id}/retry",
     summary="Retry failed items (new attempts, linked to the originals)",
     response_model=BatchOut,
-    responses=auth_problems(404, 409, 422, 503),
+    responses=auth_problems(400, 404, 409, 422, 503),
 )
 async def retry_batch(
     batch_id: UUID,

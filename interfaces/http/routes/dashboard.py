@@ -32,7 +32,7 @@ from domain.errors import ValidationError
 from domain.money import format_amount
 from interfaces.http.authz import Allow, Permission
 from interfaces.http.query_schemas import MetricsOut
-from interfaces.http.routes.queries import MAX_METRICS_SPAN, ChannelName, read_side
+from interfaces.http.routes.queries import MAX_METRICS_SPAN, ChannelName, instant, read_side
 from projections.queries import BUCKETS_S, PaymentFilter
 
 router = APIRouter(include_in_schema=False)
@@ -117,8 +117,8 @@ def resolve_period(
         start = end - span
         relative: str | None = period or DEFAULT_PERIOD
     else:
-        end = _utc(end) if end else datetime.now(UTC)
-        start = _utc(start) if start else end - span
+        end = instant(end, "to") if end else datetime.now(UTC)
+        start = instant(start, "from") if start else end - span
         relative = None
     if start >= end:
         raise ValidationError.single("from", "must be before `to`")
@@ -131,10 +131,6 @@ def auto_bucket(span: timedelta) -> str:
     if span <= timedelta(hours=6):
         return "minute"
     return "hour" if span <= timedelta(days=7) else "day"
-
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _ceil_minute(at: datetime) -> datetime:

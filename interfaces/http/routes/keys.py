@@ -80,7 +80,7 @@ AdminOfKey = Annotated[Principal, OwnedKey(Permission.KEYS_MANAGE)]
     "",
     status_code=201,
     summary="Issue an API key in the caller's tenant",
-    responses=auth_problems(409, 422, 503),
+    responses=auth_problems(400, 409, 422, 503),
 )
 async def create_key(
     body: KeyIn,

@@ -206,7 +206,7 @@ AS_OF_VERSION_HELP = (
 )
 
 
-@router.get("/{payment_id}", summary="Get a payment", responses=auth_problems(404, 422))
+@router.get("/{payment_id}", summary="Get a payment", responses=auth_problems(404, 422, 503))
 def get_payment(
     payment_id: UUID,
     request: Request,

@@ -39,6 +39,11 @@ Timeout = Annotated[
 ]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the last page")]
 MAX_METRICS_SPAN = timedelta(days=31)
+# The instants a period may name: datetime's range (years 1 to 9999) less the longest period at
+# either end, so that the arithmetic on them (a default `from` before `to`, whole buckets, the
+# dashboard's chart) stays inside it.
+EARLIEST = datetime.min.replace(tzinfo=UTC) + MAX_METRICS_SPAN
+LATEST = datetime.max.replace(tzinfo=UTC) - MAX_METRICS_SPAN
 AS_OF_HEADER = "Payledger-As-Of-Position"  # on reads of one payment or account
 
 
@@ -121,8 +126,8 @@ def list_payments(
     channel: ChannelName | None = None,
     payer: Annotated[UUID | None, Query(description="Payer account id")] = None,
     payee: Annotated[UUID | None, Query(description="Payee account id")] = None,
-    batch: Annotated[str | None, Query(max_length=64, description="Batch id")] = None,
-    currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
+    batch: Annotated[UUID | None, Query(description="Batch id")] = None,
+    currency: Annotated[str | None, Query(pattern="^[A-Za-z]{3}$")] = None,
     kind: Literal["payment", "deposit"] | None = None,
     created_from: Annotated[datetime | None, Query(description="Requested at or after")] = None,
     created_to: Annotated[datetime | None, Query(description="Requested before")] = None,
@@ -139,7 +144,7 @@ def list_payments(
     bounds = _amount_bounds(amount_min, amount_max, currency)
     filters = PaymentFilter(
         status=status, channel=channel, payer=payer and str(payer), payee=payee and str(payee),
-        batch=batch, currency=currency and currency.upper(), kind=kind,
+        batch=batch and str(batch), currency=currency and currency.upper(), kind=kind,
         created_from=created_from, created_to=created_to,
         amount_min_minor=bounds[0], amount_max_minor=bounds[1],
     )  # fmt: skip
@@ -233,8 +238,8 @@ def metrics(
     (series percentiles from histograms), and batch processing time T_b."""
     read = read_side(request)
     _wait(read, "payments", wait_for_position, timeout_s)
-    end = _utc(to) if to else datetime.now(UTC)
-    start = _utc(from_) if from_ else end - timedelta(hours=1)
+    end = instant(to, "to") if to else datetime.now(UTC)
+    start = instant(from_, "from") if from_ else end - timedelta(hours=1)
     if start >= end:
         raise ValidationError.single("from", "must be before `to`")
     if end - start > MAX_METRICS_SPAN:
@@ -242,5 +247,17 @@ def metrics(
     return read.model.metrics(principal.tenant, start, end, channel=channel, bucket=bucket)
 
 
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+def instant(at: datetime, field: str) -> datetime:
+    """``at`` in UTC (a naive time is UTC already); 422 on ``field`` outside EARLIEST..LATEST,
+    also when its offset takes it past year 1 or 9999."""
+    try:
+        utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValidationError.single(
+            field,
+            f"must be between {EARLIEST.date()} and {LATEST.date()} (UTC)",
+            "out_of_range",
+        )
+    return utc

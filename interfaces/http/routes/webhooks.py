@@ -213,7 +213,7 @@ Owner = Annotated[Principal, Depends(_owner)]
     "",
     status_code=201,
     summary="Register a webhook endpoint (its signing secret is in this answer only)",
-    responses=auth_problems(409, 422, 503),
+    responses=auth_problems(400, 409, 422, 503),
 )
 async def register_endpoint(
     body: EndpointIn, request: Request, response: Response, principal: Manager
@@ -242,7 +242,7 @@ def get_endpoint(endpoint_id: UUID, request: Request, principal: Owner) -> Endpo
 @router.post(
     "/{endpoint_id}/rotate-secret",
     summary="Rotate the signing secret (the new one is in this answer only)",
-    responses=auth_problems(404, 422, 503),
+    responses=auth_problems(400, 404, 422, 503),
 )
 async def rotate_secret(
     endpoint_id: UUID,
