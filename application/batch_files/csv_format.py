@@ -11,27 +11,23 @@ Format:
 - Every other row is one credit transfer and has exactly as many fields as the header. Spaces
   around a value are dropped; an empty field means "no value".
 
-Columns:
+Columns (``*``: at least one of ``iban`` and ``payee_account_id``):
 
-=================  ========  ==========================================================
-column             required  value
-=================  ========  ==========================================================
-end_to_end_id      yes       the client's unique id of the item (ISO 20022: at most 35
-                             characters)
-amount             yes       decimal text with a dot, no thousands separator: ``1500.00``
-currency           yes       ISO 4217 code: ``EUR``
-name               yes       the beneficiary's name (any script: ``张伟``)
-iban               one of    the beneficiary's IBAN, for a bank transfer
-payee_account_id   the two   a ledger account of the same tenant, for an internal transfer
-bic                no        the beneficiary bank's BIC
-value_date         no        the requested execution date, ``YYYY-MM-DD``
-priority           no        an integer; higher goes first when the batch orders by priority
-depends_on         no        the end_to_end_id of an item that must succeed first
-remittance         no        free text for the beneficiary (at most 140 characters)
-instruction_id     no        the client's instruction id (at most 35 characters)
-channel            no        the payment channel; by default ``bank_transfer`` for an IBAN,
-                             ``internal`` for a ledger account
-=================  ========  ==========================================================
+| column | required | value |
+|---|---|---|
+| `end_to_end_id` | yes | the client's unique id of the item (ISO 20022: at most 35 characters) |
+| `amount` | yes | decimal text with a dot and no thousands separator: `1500.00` |
+| `currency` | yes | ISO 4217 code: `EUR` |
+| `name` | yes | the beneficiary's name, in any script: `张伟` |
+| `iban` | * | the beneficiary's IBAN, for a bank transfer |
+| `payee_account_id` | * | a ledger account of the same tenant, for an internal transfer |
+| `bic` | no | the beneficiary bank's BIC |
+| `value_date` | no | the requested execution date, `YYYY-MM-DD` |
+| `priority` | no | an integer; higher goes first when the batch orders by priority |
+| `depends_on` | no | the `end_to_end_id` of an item that must succeed first |
+| `remittance` | no | free text for the beneficiary (at most 140 characters) |
+| `instruction_id` | no | the client's instruction id (at most 35 characters) |
+| `channel` | no | the channel; default `bank_transfer` for an IBAN, `internal` for an account |
 
 The file is refused as a whole (``BatchFileError``, code FF01) when it is not UTF-8, has no
 header, lacks a required column (``iban`` and ``payee_account_id`` may not both be missing),

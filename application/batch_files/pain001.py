@@ -4,21 +4,20 @@ The file is parsed with lxml without entities, network or DTDs (any DOCTYPE is r
 version is read from the root namespace, it is validated against the shipped official XSD, and
 only then mapped onto ``ParsedFile``. Every refusal is a ``BatchFileError`` with code FF01.
 
-Mapping goes field by field rather than transaction by transaction, which keeps 100,000
-transactions to about a second: for each field, lxml's C iterator finds every element with the
-field's leaf tag, and each is tied to its transaction by walking up to it (see ``Field``).
-Payment-block values are read with exact XPaths: there are few blocks.
+Mapping goes field by field rather than transaction by transaction (see ``columns``), which
+keeps 100,000 transactions to about a second. Values are text as written (decimal values without
+the surrounding spaces the XSD allows): checking them is the batch rules' job.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime
 
 from lxml import etree
 
 from application.batch_files import schemas
+from application.batch_files.columns import Field, elements, texts
 from application.batch_files.model import (
     BatchFileError,
     FieldError,
@@ -33,27 +32,6 @@ MAX_SCHEMA_ERRORS = 20
 _NAMESPACES = {schemas.namespace(v): v for v in SUPPORTED_VERSIONS}
 _MESSAGE_NAME = re.compile(r"pain\.\d{3}\.\d{3}\.\d{2}(?:\.[a-z]{2}\.\d{2})?")
 _XS_DATE = re.compile(r"\s*(\d{4})-(\d\d)-(\d\d)(?:Z|[+-]\d\d:\d\d)?\s*")
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A value at ``path`` (local names) below its owner, a ``CdtTrfTxInf`` or a ``PmtInf``.
-
-    Transaction values are found by their leaf tag anywhere in the message, then tied to their
-    transaction; the XSDs decide how much that needs (``test_pain001_paths.py`` proves both flags
-    against the shipped XSDs):
-
-    - ``sole``: the leaf occurs nowhere else in the message, at most once per transaction; when
-      there are as many as transactions they are the transactions' own, in order.
-    - ``check_top``: the same leaf at the same depth can sit under another child of the
-      transaction (``UltmtCdtr/Nm`` beside ``Cdtr/Nm``), so that child's tag is checked; below
-      the right child, the path is the only one.
-    """
-
-    path: tuple[str, ...]
-    sole: bool = False
-    check_top: bool = False
-    multiple: bool = False  # may repeat within one owner; the values are joined by a space
 
 
 # Below a CdtTrfTxInf. The BIC element is BIC in .03 and BICFI in .09.
@@ -81,7 +59,8 @@ TRANSACTION_FIELDS = (
     CREDITOR_REFERENCE,
 )
 
-# Below a PmtInf. ReqdExctnDt is an ISODate in .03 and a Dt/DtTm choice in .09.
+# Below a PmtInf (followed child by child: no flags needed). ReqdExctnDt is an ISODate in .03
+# and a Dt/DtTm choice in .09.
 BLOCK_ID = Field(("PmtInfId",))
 BLOCK_COUNT = Field(("NbOfTxs",))
 BLOCK_SUM = Field(("CtrlSum",))
@@ -96,7 +75,6 @@ BLOCK_FIELDS = (
     BLOCK_ID,
     BLOCK_COUNT,
     BLOCK_SUM,
-    *(f for fields in EXECUTION_DATE.values() for f in fields),
     DEBTOR_NAME,
     DEBTOR_IBAN,
     CATEGORY_PURPOSE,
@@ -153,61 +131,6 @@ def message_version(root: etree._Element) -> str:
     return version
 
 
-def elements(
-    scope: etree._Element, owners: dict[etree._Element, int], field: Field, namespace: str
-) -> list[etree._Element | None]:
-    """For each owner (by index), the element at ``field.path`` below it (the last if several)."""
-    indexes, matches = _locate(scope, owners, field, namespace)
-    if indexes is None:
-        return list(matches)
-    found: list[etree._Element | None] = [None] * len(owners)
-    for index, element in zip(indexes, matches, strict=True):
-        found[index] = element
-    return found
-
-
-def texts(
-    scope: etree._Element, owners: dict[etree._Element, int], field: Field, namespace: str
-) -> list[str | None]:
-    """For each owner (by index), the text at ``field.path`` (repeats joined by a space)."""
-    indexes, matches = _locate(scope, owners, field, namespace)
-    if indexes is None:
-        return [element.text or "" for element in matches]
-    values: list[str | None] = [None] * len(owners)
-    for index, element in zip(indexes, matches, strict=True):
-        text = element.text or ""
-        previous = values[index]
-        values[index] = text if previous is None or not field.multiple else f"{previous} {text}"
-    return values
-
-
-def _locate(
-    scope: etree._Element, owners: dict[etree._Element, int], field: Field, namespace: str
-) -> tuple[list[int] | None, list[etree._Element]]:
-    """Every element at ``field.path`` below an owner, in file order, and each one's owner
-    index (``None``: exactly one per owner, in the owners' order)."""
-    found = list(scope.iter(f"{{{namespace}}}{field.path[-1]}"))
-    if field.sole and not field.multiple and len(found) == len(owners):
-        return None, found
-    top_tag = f"{{{namespace}}}{field.path[0]}"
-    steps = range(len(field.path) - 1)
-    get = owners.get
-    indexes: list[int] = []
-    matches: list[etree._Element] = []
-    for element in found:
-        node: etree._Element | None = element
-        for _ in steps:
-            node = node.getparent()  # type: ignore[union-attr]
-        if node is None or (field.check_top and node.tag != top_tag):
-            continue
-        owner = node.getparent()
-        index = None if owner is None else get(owner)
-        if index is not None:
-            indexes.append(index)
-            matches.append(element)
-    return indexes, matches
-
-
 class _Mapper:
     """Maps one XSD-valid document onto ``ParsedFile``."""
 
@@ -231,7 +154,7 @@ class _Mapper:
     def parsed_file(self) -> ParsedFile:
         header = self.initiation[0]
         block_col = {f: self._block_texts(f) for f in BLOCK_FIELDS}
-        block_dates = self._execution_dates(block_col)
+        block_dates = self._execution_dates()
         items, block_ids = self._items(block_col, block_dates)
         blocks = self._blocks(block_col, block_dates, block_ids)
         currencies = {item.currency for item in items}
@@ -252,15 +175,19 @@ class _Mapper:
         )
 
     def _block_texts(self, field: Field) -> list[str | None]:
-        """For each block, the text at ``field.path`` below it (an exact XPath: blocks are few,
-        and the path is followed only into the block's own children)."""
-        steps = "/".join(f"p:{step}" for step in ("PmtInf", *field.path))
+        """For each block, the text at ``field.path`` below it: the path's first element is
+        found under the blocks (lxml's C iterator), kept if its parent is a block, and followed
+        child by child."""
+        top, *steps = (self._tag(step) for step in field.path)
         values: list[str | None] = [None] * len(self.blocks)
-        for element in etree.XPath(steps, namespaces={"p": self.ns})(self.initiation):
-            owner = element
-            for _ in field.path:
-                owner = owner.getparent()
-            values[self._block_owners[owner]] = element.text
+        for element in self.initiation.iter(top):
+            index = self._block_owners.get(element.getparent())
+            for tag in steps:
+                if element is None:
+                    break
+                element = next(element.iterchildren(tag), None)
+            if index is not None and element is not None:
+                values[index] = element.text
         return values
 
     def _blocks(
@@ -269,29 +196,46 @@ class _Mapper:
         sizes = [0] * len(self.blocks)
         for b in block_ids:
             sizes[b] += 1
+        rows = zip(
+            col[BLOCK_ID],
+            col[BLOCK_COUNT],
+            col[BLOCK_SUM],
+            dates,
+            col[DEBTOR_IBAN],
+            col[DEBTOR_NAME],
+            col[CATEGORY_PURPOSE],
+            sizes,
+            strict=True,
+        )
         return [
             PaymentBlock(
-                id=col[BLOCK_ID][i] or "",
-                declared_count=_count(col[BLOCK_COUNT][i]),
-                declared_control_sum=_decimal(col[BLOCK_SUM][i]),
-                execution_date=dates[i],
-                debtor_iban=col[DEBTOR_IBAN][i],
-                debtor_name=col[DEBTOR_NAME][i],
-                category_purpose=col[CATEGORY_PURPOSE][i],
-                item_count=sizes[i],
+                id=block_id or "",
+                declared_count=_count(count),
+                declared_control_sum=_decimal(control_sum),
+                execution_date=execution_date,
+                debtor_iban=iban,
+                debtor_name=name,
+                category_purpose=purpose,
+                item_count=size,
             )
-            for i in range(len(self.blocks))
+            for block_id, count, control_sum, execution_date, iban, name, purpose, size in rows
         ]
 
-    def _execution_dates(self, col: dict[Field, list[str | None]]) -> list[date | None]:
+    def _execution_dates(self) -> list[date | None]:
         """Each block's ReqdExctnDt (.09: its Dt, or the date of its DtTm)."""
         parsed: dict[tuple[str, bool], date] = {}  # blocks mostly share a few dates
         dates: list[date | None] = []
         date_field, *datetime_field = EXECUTION_DATE[self.version]
-        for i, text in enumerate(col[date_field]):
-            is_datetime = text is None and bool(datetime_field)
+        date_texts = self._block_texts(date_field)
+        datetime_texts = (
+            self._block_texts(datetime_field[0])
+            if datetime_field and None in date_texts
+            else [None] * len(date_texts)
+        )
+        for i, (text, datetime_text) in enumerate(zip(date_texts, datetime_texts, strict=True)):
+            is_datetime = text is None and datetime_text is not None
             if is_datetime:
-                text = col[datetime_field[0]][i]
+                text = datetime_text
             if text is None:
                 dates.append(None)
                 continue

@@ -44,7 +44,8 @@ TRANSACTION_STATUSES_03 = frozenset({"ACTC", "RJCT", "PDNG", "ACCP", "ACSP", "AC
 MAX_ID = 35
 MAX_ADDITIONAL_INFO = 105
 _AMOUNT = re.compile(r"\d+(?:\.\d{1,5})?|\.\d{1,5}")  # xs:decimal >= 0, 5 decimals
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_DECIMAL = re.compile(r"[+-]?(\d*)(?:\.(\d*))?")
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -96,7 +97,7 @@ class _Writer:
     def add(self, parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
         element = etree.SubElement(parent, self.tag(local))
         if text is not None:
-            element.text = text
+            _set_text(element, text)
         return element
 
     def document(self, report: StatusReport) -> etree._Element:
@@ -119,9 +120,9 @@ class _Writer:
         if report.original_created_at is not None:
             self.add(group, "OrgnlCreDtTm", report.original_created_at.isoformat())
         self.add(group, "OrgnlNbOfTxs", str(report.original_count))
-        control_sum = report.original_control_sum
-        if control_sum is not None and _DECIMAL.fullmatch(control_sum.strip()):
-            self.add(group, "OrgnlCtrlSum", control_sum.strip())
+        control_sum = _decimal_number(report.original_control_sum)
+        if control_sum is not None:
+            self.add(group, "OrgnlCtrlSum", control_sum)
         self.add(group, "GrpSts", report.group_status)
         self.reason(group, report.group_reason_code, report.group_additional_info)
         self.counts(group, report.transactions)
@@ -175,7 +176,7 @@ class _Writer:
         element = template.__copy__()  # lxml copies the whole subtree
         leaves = element.iter(*self.leaf_tags)
         for leaf, text in zip(leaves, [t for t in texts if t is not None], strict=True):
-            leaf.text = text
+            _set_text(leaf, text)
         if currency is not None:
             leaf.set("Ccy", currency)
         block.append(element)
@@ -257,6 +258,24 @@ def _is_currency(code: str | None) -> bool:
     return code is not None and _CURRENCY.fullmatch(code) is not None
 
 
+def _decimal_number(text: str | None) -> str | None:
+    """The text if it is a DecimalNumber (18 digits, at most 17 after the point), else None."""
+    match = _DECIMAL.fullmatch(text.strip()) if text is not None else None
+    if match is None or not any(match.groups()):
+        return None
+    whole, fraction = match.group(1), match.group(2) or ""
+    if len(whole.lstrip("0") + fraction) > 18 or len(fraction) > 17:
+        return None
+    return match.group(0)
+
+
+def _set_text(element: etree._Element, text: str) -> None:
+    try:
+        element.text = text
+    except ValueError:  # a character XML cannot hold (a control character): replaced
+        element.text = _NOT_XML.sub("\ufffd", text)
+
+
 def _sum(amounts: Iterable[str | None]) -> str | None:
     """The sum as a DecimalNumber (18 digits), or None if an amount is missing or unreadable."""
     total = Decimal(0)
@@ -265,8 +284,7 @@ def _sum(amounts: Iterable[str | None]) -> str | None:
         if amount is None:
             return None
         total += Decimal(amount)
-    result = format(total, "f")
-    return result if len(result.replace(".", "").lstrip("0")) <= 18 else None
+    return _decimal_number(format(total, "f"))
 
 
 def _id(text: str) -> str:

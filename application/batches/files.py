@@ -8,7 +8,8 @@ from application.batch_files.csv_format import parse_csv
 from application.batch_files.model import ParsedFile, location_error
 from application.batch_files.pain001 import parse_pain001
 
-MAX_FILE_BYTES = 64 * 1024 * 1024
+# A 100,000-item pain.001 is 60-110 MB depending on its layout (one PmtInf or one per item).
+MAX_FILE_BYTES = 160 * 1024 * 1024
 
 
 def parse_batch_file(data: bytes) -> ParsedFile:

@@ -214,6 +214,7 @@ def _check_item(
         (not raw.end_to_end_id, "FF01", "end_to_end_id is missing"),
         (has_nul, "FF01", "a text field holds a NUL (U+0000) character"),
         (len(raw.end_to_end_id or "") > MAX_ID, "FF01", f"end_to_end_id over {MAX_ID} chars"),
+        (len(raw.instruction_id or "") > MAX_ID, "FF01", f"instruction_id over {MAX_ID} chars"),
         (duplicate, "AM05", f"end_to_end_id {raw.end_to_end_id!r} appears earlier in the batch"),
         (item_currency != currency, "AM03", f"item is in {item_currency}, batch in {currency}"),
         (problem is not None, *(problem or ("", ""))),
