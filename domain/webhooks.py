@@ -28,12 +28,14 @@ EVENT_TYPES = (
     "payment.succeeded",  # a payment's final outcome: the money moved
     "payment.failed",  # a final outcome: refused by the rules (rejected) or by the channel
     "payment.exception",  # the channel's answer is unknown (funds stay held until resolved)
-    "batch.completed",  # reserved: batches are a later issue
+    "batch.completed",  # a batch finished: completed, completed_with_failures or failed
     "reconciliation.discrepancy",  # reserved: reconciliation is a later issue
 )
+#: The payment outcomes: a tenant's payments are followed only while it listens to one of them.
+PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed", "payment.exception"})
+BATCH_COMPLETED = "batch.completed"
 #: The types something emits today; the others are accepted, and delivered once they exist.
-EMITTED_TYPES = frozenset({"payment.succeeded", "payment.failed", "payment.exception"})
-PAYMENT_TYPES = EMITTED_TYPES
+EMITTED_TYPES = PAYMENT_TYPES | {BATCH_COMPLETED}
 
 MAX_ENDPOINTS_PER_TENANT = 16
 MAX_URL_LENGTH = 2048

@@ -7,9 +7,16 @@ Tables (views, rebuilt by ``payledger replay`` like the others and compared by `
   projection and the deliverer match and sign without loading aggregates;
 * ``view_webhook_payments``: the payments still in flight of tenants that had an enabled
   endpoint for payment events when the payment was requested (what a notification shows of
-  them), deleted once final;
-* ``view_webhook_outbox``: one row per (endpoint, payment outcome event): the event id, type,
-  per-entity sequence number (the payment's version) and the JSON body, exactly as sent.
+  them), deleted once final; a batch item's payment only while its outcome is unknown;
+* ``view_webhook_batches``: every batch (tenant, currency, sizes, counts and amounts by
+  outcome), from ``Batch.Submitted`` and its ``Batch.GroupRecorded`` progress: what
+  ``batch.completed`` shows. Kept after ``Batch.Finished`` (a retry may finish it again),
+  deleted when the batch is rejected or cancelled (it never finishes then). Every batch, not
+  only those of tenants listening when it was submitted: a batch may wait days for its approval
+  or execution date, and an endpoint registered meanwhile gets its completion;
+* ``view_webhook_outbox``: one row per (endpoint, outcome event): the event id, type,
+  per-entity sequence number (the payment's or the batch's version) and the JSON body, exactly
+  as sent.
 
 And, outside the views (operational state, never rebuilt nor dropped):
 
@@ -25,11 +32,17 @@ delivery state where it was, so it re-sends nothing.
 Payment outcomes notified (``domain/webhooks.py``): ``Payment.Succeeded`` -> ``payment.succeeded``;
 ``Payment.Failed`` and ``Payment.Rejected`` (refused by the rules) -> ``payment.failed``;
 ``Payment.OutcomeUnknown`` -> ``payment.exception``. A payment in ``exception`` resolved later
-notifies again, with a higher sequence number.
+notifies again, with a higher sequence number. A batch item's payment is created in its outcome
+by one event, ``Payment.BatchItemProcessed``: it notifies that outcome (sequence 1, with the
+batch id and item), and is tracked only if the outcome is ``exception`` (for its resolution).
+
+Batches: every ``Batch.Finished`` (completed, completed_with_failures or failed; again after a
+retry) -> ``batch.completed``, with the batch's version as the sequence number.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 from uuid import UUID, uuid5
@@ -37,7 +50,7 @@ from uuid import UUID, uuid5
 import orjson
 
 from domain.money import format_amount
-from domain.webhooks import MAX_SECRETS, PAYMENT_TYPES, WEBHOOK_NAMESPACE
+from domain.webhooks import BATCH_COMPLETED, MAX_SECRETS, PAYMENT_TYPES, WEBHOOK_NAMESPACE
 from projections.base import RawEvent, ViewProjection, timestamp_us
 from projections.db import ViewDB
 
@@ -48,8 +61,15 @@ ENDPOINT_COLUMNS = (
 PAYMENT_COLUMNS = (
     "payment_id", "tenant", "kind", "state", "amount_minor", "currency", "channel", "payer",
     "payee", "description", "metadata", "failure_code", "failure_message", "channel_reference",
-    "created_us", "completed_us", "latency_ms",
+    "created_us", "completed_us", "latency_ms", "batch",
 )  # fmt: skip
+BATCH_COLUMNS = (
+    "batch_id", "tenant", "currency", "funding_account_id", "format", "message_id",
+    "item_count", "valid_item_count", "invalid_item_count", "control_sum_minor",
+    "succeeded_count", "failed_count", "exception_count", "succeeded_minor", "failed_minor",
+    "exception_minor", "created_us",
+)  # fmt: skip
+OUTCOMES = ("succeeded", "failed", "exception")
 OUTBOX_COLUMNS = (
     "event_id", "endpoint_id", "tenant", "type", "entity_id", "sequence", "created_us",
     "position", "body",
@@ -70,6 +90,11 @@ STATE_OF_EVENT = {
 STATUS_OF_STATE = {"succeeded": "succeeded", "failed": "failed", "rejected": "failed",
                    "exception": "exception"}  # fmt: skip
 FINAL_STATES = frozenset({"succeeded", "failed", "rejected"})
+BATCH_ITEM = "Payment.BatchItemProcessed"
+CREATED_PAYMENTS = frozenset({"Payment.Requested", BATCH_ITEM})
+BATCH_EVENTS = frozenset(
+    f"Batch.{n}" for n in ("Submitted", "GroupRecorded", "Finished", "Rejected", "Cancelled")
+)
 ENDPOINT_EVENTS = frozenset(
     f"WebhookEndpoint.{n}"
     for n in ("Registered", "SecretRotated", "Disabled", "Enabled", "Deleted")
@@ -136,7 +161,17 @@ class WebhooksProjection(ViewProjection):
             "channel TEXT NOT NULL, payer TEXT NOT NULL, payee TEXT NOT NULL, description TEXT, "
             "metadata TEXT NOT NULL, failure_code TEXT, failure_message TEXT, "
             "channel_reference TEXT, created_us BIGINT NOT NULL, completed_us BIGINT, "
-            "latency_ms BIGINT"
+            "latency_ms BIGINT, batch TEXT"
+        ),
+        "webhook_batches": (
+            "batch_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, currency TEXT NOT NULL, "
+            "funding_account_id TEXT NOT NULL, format TEXT NOT NULL, message_id TEXT, "
+            "item_count BIGINT NOT NULL, valid_item_count BIGINT NOT NULL, "
+            "invalid_item_count BIGINT NOT NULL, control_sum_minor BIGINT NOT NULL, "
+            "succeeded_count BIGINT NOT NULL, failed_count BIGINT NOT NULL, "
+            "exception_count BIGINT NOT NULL, succeeded_minor BIGINT NOT NULL, "
+            "failed_minor BIGINT NOT NULL, exception_minor BIGINT NOT NULL, "
+            "created_us BIGINT NOT NULL"
         ),
         "webhook_outbox": (
             "event_id TEXT NOT NULL, endpoint_id TEXT NOT NULL, tenant TEXT NOT NULL, "
@@ -149,13 +184,17 @@ class WebhooksProjection(ViewProjection):
         "webhook_endpoints": ["tenant"],
         "webhook_outbox": ["endpoint_id, created_us"],
     }
-    HANDLED = frozenset({"Payment.Requested", *TYPE_OF_EVENT, *ENDPOINT_EVENTS})
+    HANDLED = frozenset({*CREATED_PAYMENTS, *TYPE_OF_EVENT, *BATCH_EVENTS, *ENDPOINT_EVENTS})
     APPEND_ONLY = frozenset({"webhook_outbox"})
     # A rebuild reads the tables once (through ``before_read``) and then works from memory.
     PIPELINED = True
 
     def create_tables(self, *, indexes: bool = True) -> None:
         super().create_tables(indexes=indexes)
+        # Views made before batches lack ``batch`` (NULL for every payment they hold).
+        payments = self.table("webhook_payments")
+        if "batch" not in _columns(self.db, payments):
+            self.db.execute(f"ALTER TABLE {payments} ADD COLUMN batch TEXT")
         delivery_tables(self.db)
 
     # --- a page --------------------------------------------------------------------------------
@@ -183,8 +222,9 @@ class WebhooksProjection(ViewProjection):
 
     def _anything_to_do(self, events: list[RawEvent]) -> bool:
         """Whether this page can change anything: one cheap query for the common case of a
-        store where nobody has an endpoint (and no payment is tracked)."""
-        if any(e.name in ENDPOINT_EVENTS for e in events):
+        store where nobody has an endpoint (and no payment is tracked). Batch events always
+        can: every batch is tracked (they are few)."""
+        if any(e.name in ENDPOINT_EVENTS or e.name in BATCH_EVENTS for e in events):
             return True
         memory = self._loaded()
         if memory is not None:
@@ -200,8 +240,10 @@ class WebhooksProjection(ViewProjection):
         self._memory = None  # a page was not committed: the tables are the truth again
 
     def write_changes(self, changes: Any) -> None:
-        endpoints_new, endpoints_updated, endpoints_deleted, payments_new, payments_updated, \
-            payments_deleted, outbox = changes  # fmt: skip
+        (
+            endpoints_new, endpoints_updated, endpoints_deleted, payments_new, payments_updated,
+            payments_deleted, batches_new, batches_updated, batches_deleted, outbox,
+        ) = changes  # fmt: skip
         db = self.db
         endpoints, payments = self.table("webhook_endpoints"), self.table("webhook_payments")
         if endpoints_new:
@@ -224,6 +266,17 @@ class WebhooksProjection(ViewProjection):
             )
         if payments_deleted:
             db.executemany(f"DELETE FROM {payments} WHERE payment_id = ?", payments_deleted)
+        batches = self.table("webhook_batches")
+        if batches_new:
+            _insert(db, batches, BATCH_COLUMNS, batches_new)
+        if batches_updated:
+            assignments = ", ".join(f"{c} = ?" for c in BATCH_COLUMNS[1:])
+            db.executemany(
+                f"UPDATE {batches} SET {assignments} WHERE batch_id = ?",
+                [(*row[1:], row[0]) for row in batches_updated],
+            )
+        if batches_deleted:
+            db.executemany(f"DELETE FROM {batches} WHERE batch_id = ?", batches_deleted)
         if outbox:
             _insert(db, self.table("webhook_outbox"), OUTBOX_COLUMNS, outbox)
             # The delivery rows: in the same transaction as the outbox rows and the position.
@@ -242,6 +295,12 @@ class WebhooksProjection(ViewProjection):
         if memory is not None:
             return [memory.payments[i] for i in ids if i in memory.payments]
         return self._read("webhook_payments", "payment_id", PAYMENT_COLUMNS, ids)
+
+    def tracked_batches(self, ids: set[str]) -> list[dict[str, Any]]:
+        memory = self._loaded()
+        if memory is not None:
+            return [memory.batches[i] for i in ids if i in memory.batches]
+        return self._read("webhook_batches", "batch_id", BATCH_COLUMNS, ids)
 
     def endpoints(self, ids: set[str], tenants: set[str]) -> list[dict[str, Any]]:
         """The endpoints with these ids, and every endpoint of these tenants (decoded)."""
@@ -262,6 +321,7 @@ class WebhooksProjection(ViewProjection):
                 {r["endpoint_id"]: _decode_endpoint(r)
                  for r in everything("webhook_endpoints", ENDPOINT_COLUMNS)},
                 {r["payment_id"]: r for r in everything("webhook_payments", PAYMENT_COLUMNS)},
+                {r["batch_id"]: r for r in everything("webhook_batches", BATCH_COLUMNS)},
             )  # fmt: skip
         return self._memory
 
@@ -285,6 +345,7 @@ class WebhooksProjection(ViewProjection):
 class _Memory(NamedTuple):
     endpoints: dict[str, dict[str, Any]]  # endpoint id -> row (decoded)
     payments: dict[str, dict[str, Any]]  # payment id -> row
+    batches: dict[str, dict[str, Any]]  # batch id -> row
 
     def remember(self, page: _Page) -> None:
         """After a page is prepared: its rows as they will be once it is written."""
@@ -298,6 +359,22 @@ class _Memory(NamedTuple):
                 self.payments.pop(pid, None)
             else:
                 self.payments[pid] = tracked.row
+        for bid, tracked in page.batches.items():
+            if bid in page.deleted_batches:
+                self.batches.pop(bid, None)
+            else:
+                self.batches[bid] = tracked.row
+
+
+def _columns(db: ViewDB, table: str) -> list[str]:
+    if db.is_postgres:
+        rows = db.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            (db.schema, table),
+        )
+        return [r[0] for r in rows]
+    return [r[1] for r in db.query(f"PRAGMA table_info({table})")]
 
 
 def _insert(db: ViewDB, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -312,7 +389,7 @@ class _Page:
 
     def __init__(self, projection: WebhooksProjection, events: list[RawEvent]) -> None:
         self.projection = projection
-        created_payments = {e.originator_id for e in events if e.name == "Payment.Requested"}
+        created_payments = {e.originator_id for e in events if e.name in CREATED_PAYMENTS}
         created_endpoints = {
             e.originator_id for e in events if e.name == "WebhookEndpoint.Registered"
         }
@@ -322,11 +399,24 @@ class _Page:
             row["payment_id"]: _Tracked(row, new=False)
             for row in projection.tracked_payments(finished - created_payments)
         }
+        # Batches this page moves that were submitted before it (every batch is tracked, but
+        # one submitted before this projection knew batches is not: it is left alone).
+        created_batches = {e.originator_id for e in events if e.name == "Batch.Submitted"}
+        moved = {e.originator_id for e in events if e.name in BATCH_EVENTS}
+        self.batches: dict[str, _Tracked] = {
+            row["batch_id"]: _Tracked(row, new=False)
+            for row in projection.tracked_batches(moved - created_batches)
+        }
         # Endpoints: those this page changes, and every endpoint of the tenants it concerns
         # (an endpoint's tenant never changes, so the page's own events name them all).
         touched = {e.originator_id for e in events if e.name in ENDPOINT_EVENTS}
-        tenants = {e.data["tenant"] for e in events if e.name == "Payment.Requested"}
+        tenants = {
+            e.data["tenant"]
+            for e in events
+            if e.name in CREATED_PAYMENTS or e.name == "Batch.Submitted"
+        }
         tenants |= {t.row["tenant"] for t in self.payments.values()}
+        tenants |= {t.row["tenant"] for t in self.batches.values()}
         self.endpoints: dict[str, _Tracked] = {
             row["endpoint_id"]: _Tracked(row, new=False)
             for row in projection.endpoints(touched - created_endpoints, tenants)
@@ -335,6 +425,8 @@ class _Page:
         self.deleted_endpoints: set[str] = set()
         self.changed_payments: set[str] = set()
         self.deleted_payments: set[str] = set()
+        self.changed_batches: set[str] = set()
+        self.deleted_batches: set[str] = set()
         self.outbox: list[tuple[Any, ...]] = []
         self._subscriptions: dict[str, list[dict[str, Any]]] = {}  # cleared by endpoint events
 
@@ -346,6 +438,10 @@ class _Page:
             self._requested(e)
         elif name in TYPE_OF_EVENT:
             self._outcome(e)
+        elif name == BATCH_ITEM:
+            self._batch_item(e)
+        elif name in BATCH_EVENTS:
+            self._batch_event(e)
         else:
             self._endpoint_event(e)
 
@@ -366,26 +462,38 @@ class _Page:
         ]
         return sorted(found, key=lambda r: (r["created_us"], r["endpoint_id"]))
 
+    def _listens_to_payments(self, tenant: str) -> bool:
+        return any(PAYMENT_TYPES.intersection(r["events"]) for r in self._subscribed(tenant))
+
     def _requested(self, e: RawEvent) -> None:
-        d = e.data
-        endpoints = self._subscribed(d["tenant"])
-        if not any(PAYMENT_TYPES.intersection(r["events"]) for r in endpoints):
+        if not self._listens_to_payments(e.data["tenant"]):
             return  # nobody of this tenant listens to payments: not tracked
-        self.payments[e.originator_id] = _Tracked(
-            {
-                "payment_id": e.originator_id, "tenant": d["tenant"], "kind": d["kind"],
-                "state": "requested", "amount_minor": d["amount_minor"],
-                "currency": d["currency"], "channel": d["channel"],
-                "payer": orjson.dumps(d["payer"]).decode(),
-                "payee": orjson.dumps(d["payee"]).decode(),
-                "description": d.get("description"),
-                "metadata": orjson.dumps(d["metadata"]).decode(), "failure_code": None,
-                "failure_message": None, "channel_reference": None,
-                "created_us": timestamp_us(d["timestamp"]), "completed_us": None,
-                "latency_ms": None,
-            },
-            new=True,
-        )  # fmt: skip
+        self.payments[e.originator_id] = _Tracked(_payment_row(e), new=True)
+
+    def _batch_item(self, e: RawEvent) -> None:
+        """A batch item's payment, created in its outcome: notified at once. Tracked (like a
+        payment requested then in ``exception``) only while its outcome is unknown, so that
+        its resolution notifies again; a final one leaves no row."""
+        d = e.data
+        if not self._listens_to_payments(d["tenant"]):
+            return
+        row = _payment_row(e)
+        state, at = d["outcome"], timestamp_us(d["completed_at"])
+        row["state"] = state
+        row["failure_code"], row["failure_message"] = d["code"], d["message"]
+        row["channel_reference"] = d["channel_reference"]
+        row["completed_us"] = at
+        # Exactly as Payment.latency_ms computes it (float seconds, then truncated ms).
+        row["latency_ms"] = int((at - row["created_us"]) / 1_000_000 * 1000)
+        item = d["batch_item"]
+        row["batch"] = orjson.dumps({
+            "batch_id": d["batch_id"], "index": item["index"],
+            "end_to_end_id": item["end_to_end_id"], "attempt": item["attempt"],
+        }).decode()  # fmt: skip
+        self.payments[e.originator_id] = _Tracked(row, new=True)
+        if state in FINAL_STATES:
+            self.deleted_payments.add(e.originator_id)  # new and final: never written
+        self._notify_payment(row, e, at)
 
     def _outcome(self, e: RawEvent) -> None:
         """Mirror of the aggregate's ``apply`` (domain/payments.py), then the notifications."""
@@ -406,17 +514,68 @@ class _Page:
             self.deleted_payments.add(e.originator_id)
         else:
             self.changed_payments.add(e.originator_id)
-        kind = TYPE_OF_EVENT[name]
+        self._notify_payment(row, e, at)
+
+    def _notify_payment(self, row: dict[str, Any], e: RawEvent, at: int) -> None:
+        kind = f"payment.{STATUS_OF_STATE[row['state']]}"
+        self._notify(row["tenant"], kind, "payment", e, at,
+                     lambda: _payment_body(row, kind, at, e.version))  # fmt: skip
+
+    def _notify(
+        self, tenant: str, kind: str, entity: str, e: RawEvent, at: int,
+        render: Callable[[], str],
+    ) -> None:  # fmt: skip
+        """One outbox row per enabled endpoint of ``tenant`` subscribed to ``kind``, with the
+        event's version as the sequence number; the body is rendered once, then given each
+        endpoint's event id."""
         body = None
-        for endpoint in self._subscribed(row["tenant"]):
+        for endpoint in self._subscribed(tenant):
             if kind not in endpoint["events"]:
                 continue
-            event_id = event_id_for(endpoint["endpoint_id"], "payment", e.originator_id, e.version)
-            body = body or _payment_body(row, kind, at, e.version)
+            event_id = event_id_for(endpoint["endpoint_id"], entity, e.originator_id, e.version)
+            body = body or render()
             self.outbox.append((
-                event_id, endpoint["endpoint_id"], row["tenant"], kind, e.originator_id,
-                e.version, at, e.id, body.replace(_EVENT_ID_MARK, event_id, 1),
+                event_id, endpoint["endpoint_id"], tenant, kind, e.originator_id, e.version, at,
+                e.id, body.replace(_EVENT_ID_MARK, event_id, 1),
             ))  # fmt: skip
+
+    def _batch_event(self, e: RawEvent) -> None:
+        """Mirror of the Batch aggregate's counts and amounts (domain/batches.py), then
+        ``batch.completed`` at each ``Batch.Finished``."""
+        bid, d, name = e.originator_id, e.data, e.name
+        if name == "Batch.Submitted":
+            source = d["source"]
+            self.batches[bid] = _Tracked(
+                {
+                    "batch_id": bid, "tenant": d["tenant"], "currency": d["currency"],
+                    "funding_account_id": d["funding_account_id"],
+                    "format": source.get("format", "json"),
+                    "message_id": source.get("message_id"), "item_count": d["item_count"],
+                    "valid_item_count": d["valid_item_count"],
+                    "invalid_item_count": d["invalid_item_count"],
+                    "control_sum_minor": d["control_sum_minor"],
+                    **{f"{o}_count": 0 for o in OUTCOMES}, **{f"{o}_minor": 0 for o in OUTCOMES},
+                    "created_us": timestamp_us(d["timestamp"]),
+                },
+                new=True,
+            )  # fmt: skip
+            return
+        tracked = self.batches.get(bid)
+        if tracked is None or bid in self.deleted_batches:
+            return  # submitted before this projection knew batches
+        row = tracked.row
+        if name == "Batch.GroupRecorded":
+            for outcome, n in d["counts"].items():
+                row[f"{outcome}_count"] += n
+            for outcome, n in d["amounts"].items():
+                row[f"{outcome}_minor"] += n
+            self.changed_batches.add(bid)
+        elif name == "Batch.Finished":
+            at = timestamp_us(d["timestamp"])
+            self._notify(row["tenant"], BATCH_COMPLETED, "batch", e, at,
+                         lambda: _batch_body(row, d, at, e.version))  # fmt: skip
+        else:  # rejected or cancelled: it will never finish
+            self.deleted_batches.add(bid)
 
     def _endpoint_event(self, e: RawEvent) -> None:
         self._subscriptions.clear()
@@ -476,15 +635,41 @@ class _Page:
                 payments_new.append(tuple(tracked.row[c] for c in PAYMENT_COLUMNS))
             elif pid in self.changed_payments:
                 payments_updated.append(tuple(tracked.row[c] for c in PAYMENT_COLUMNS))
+        batches_new, batches_updated, batches_deleted = [], [], []
+        for bid, tracked in self.batches.items():
+            if bid in self.deleted_batches:
+                if not tracked.new:
+                    batches_deleted.append((bid,))
+            elif tracked.new:
+                batches_new.append(tuple(tracked.row[c] for c in BATCH_COLUMNS))
+            elif bid in self.changed_batches:
+                batches_updated.append(tuple(tracked.row[c] for c in BATCH_COLUMNS))
         if not (
             endpoints_new or endpoints_updated or endpoints_deleted or payments_new
-            or payments_updated or payments_deleted or self.outbox
+            or payments_updated or payments_deleted or batches_new or batches_updated
+            or batches_deleted or self.outbox
         ):  # fmt: skip
             return None
         return (
             endpoints_new, endpoints_updated, endpoints_deleted, payments_new, payments_updated,
-            payments_deleted, self.outbox,
+            payments_deleted, batches_new, batches_updated, batches_deleted, self.outbox,
         )  # fmt: skip
+
+
+def _payment_row(e: RawEvent) -> dict[str, Any]:
+    """A tracked payment as requested (``Payment.Requested``, or the same fields of
+    ``Payment.BatchItemProcessed``)."""
+    d = e.data
+    return {
+        "payment_id": e.originator_id, "tenant": d["tenant"], "kind": d["kind"],
+        "state": "requested", "amount_minor": d["amount_minor"], "currency": d["currency"],
+        "channel": d["channel"], "payer": orjson.dumps(d["payer"]).decode(),
+        "payee": orjson.dumps(d["payee"]).decode(), "description": d.get("description"),
+        "metadata": orjson.dumps(d["metadata"]).decode(), "failure_code": None,
+        "failure_message": None, "channel_reference": None,
+        "created_us": timestamp_us(d["timestamp"]), "completed_us": None, "latency_ms": None,
+        "batch": None,
+    }  # fmt: skip
 
 
 def _decode_endpoint(row: dict[str, Any]) -> dict[str, Any]:
@@ -528,6 +713,11 @@ def _payment_body(row: dict[str, Any], kind: str, at_us: int, sequence: int) -> 
         "completed_at": iso(row["completed_us"]),
         "latency_ms": row["latency_ms"],
     }
+    batch = row["batch"]
+    if batch is not None:  # a batch item: its batch, and which item (and attempt) it is
+        item = orjson.loads(batch)
+        payment["batch_id"] = item.pop("batch_id")
+        payment["batch_item"] = item
     body = {
         "id": _EVENT_ID_MARK,
         "type": kind,
@@ -536,6 +726,47 @@ def _payment_body(row: dict[str, Any], kind: str, at_us: int, sequence: int) -> 
         "entity_id": row["payment_id"],
         "sequence": sequence,
         "data": payment,
+    }
+    return orjson.dumps(body).decode()
+
+
+def _batch_body(row: dict[str, Any], finished: dict[str, Any], at_us: int, sequence: int) -> str:
+    """``batch.completed``: these fields of the batch as ``GET /v1/batches/{id}`` shows them
+    once ``finished`` (the ``Batch.Finished`` event's fields) has finished it: counts by
+    outcome, amounts as decimal strings in the currency's exponent, times in UTC."""
+    currency = row["currency"]
+    counts = {o: row[f"{o}_count"] for o in OUTCOMES}
+    processed = sum(counts.values())
+    counts["invalid"] = row["invalid_item_count"]
+    counts["pending"] = max(0, row["valid_item_count"] - processed)  # valid, never sent
+    batch = {
+        "id": row["batch_id"],
+        "status": finished["status"],
+        "item_count": row["item_count"],
+        "valid_item_count": row["valid_item_count"],
+        "invalid_item_count": row["invalid_item_count"],
+        "control_sum": format_amount(row["control_sum_minor"], currency),
+        "currency": currency,
+        "funding_account_id": row["funding_account_id"],
+        "format": row["format"],
+        "message_id": row["message_id"],
+        "counts": counts,
+        "amounts": {o: format_amount(row[f"{o}_minor"], currency) for o in OUTCOMES},
+        "failure_code": finished["code"],
+        "failure_message": finished["message"],
+        "created_at": iso(row["created_us"]),
+        "finished_at": iso(at_us),
+        # T_b, as the API computes it (float seconds, then truncated ms).
+        "processing_time_ms": int((at_us - row["created_us"]) / 1_000_000 * 1000),
+    }
+    body = {
+        "id": _EVENT_ID_MARK,
+        "type": BATCH_COMPLETED,
+        "created_at": iso(at_us),
+        "entity": "batch",
+        "entity_id": row["batch_id"],
+        "sequence": sequence,
+        "data": batch,
     }
     return orjson.dumps(body).decode()
 

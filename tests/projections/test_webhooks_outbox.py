@@ -64,8 +64,7 @@ def test_outbox_rows_commit_with_the_position_or_not_at_all(service, driver, rea
     register(service, receiver.url)
     shop = driver.open("shop", kind="merchant")
     driver.pay("10", channel="card", card_number=CARD_OK, payee=shop)
-    webhooks = read.runner.projections[-1]
-    assert webhooks.name == "webhooks"
+    (webhooks,) = [p for p in read.runner.projections if p.name == "webhooks"]
     write = webhooks.write_changes
 
     def write_then_crash(changes: Any) -> None:
