@@ -244,12 +244,13 @@ class Committer:
 
     def _save(self, uow: UnitOfWork) -> int | None:
         dirty = uow.dirty()
-        if not dirty:
+        if not dirty and not uow.new_events:
             return None
         versions_before = [agg.version - len(agg.pending_events) for agg in dirty]
         # Straight to the event store: Application.save() would spend a fifth of its time in
         # runtime Protocol checks of each object, and its snapshotting is replaced below.
         events = [event for aggregate in dirty for event in aggregate.collect_events()]
+        events += uow.new_events
         recordings = self.app.events.put(events)
         for aggregate in uow.aggregates.values():
             if aggregate.id not in uow.uncached:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import datetime
 from threading import Lock
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -78,6 +78,9 @@ class UnitOfWork:
         # New aggregates never read again by this process (a batch's item chunks and item
         # payments): saved, but kept out of the cache so a big batch does not flood it.
         self.uncached: set[UUID] = set()
+        # Events of new aggregates saved without building them (a batch's item payments).
+        self.new_events: list[Any] = []
+        self.new_events_mark = 0
 
     def get(self, aggregate_id: UUID, cls: type[TAgg]) -> TAgg | None:
         """The aggregate as this group sees it, or None if it does not exist."""
@@ -122,6 +125,10 @@ class UnitOfWork:
         self._touch(found)
         return found
 
+    def add_created(self, events: list[Any]) -> None:
+        """Creation events of aggregates nobody here reads again: saved with the group."""
+        self.new_events.extend(events)
+
     def add(self, aggregate: Aggregate, *, cache: bool = True) -> None:
         """A new aggregate: all its pending events belong to the running command."""
         self._touch(aggregate, new=True)
@@ -138,10 +145,11 @@ class UnitOfWork:
     def begin_unit(self) -> None:
         """Start the next command: it gets one timestamp for all it records."""
         self.unit_marks = {}
+        self.new_events_mark = len(self.new_events)
         self.now = self.clock.now()
 
     def unit_changed_anything(self) -> bool:
-        return any(
+        return len(self.new_events) != self.new_events_mark or any(
             len(self.aggregates[agg_id].pending_events) != mark
             for agg_id, mark in self.unit_marks.items()
             if agg_id in self.aggregates

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
@@ -31,6 +32,7 @@ class AccountKind(StrEnum):
 SYSTEM_KINDS = frozenset({AccountKind.CLEARING, AccountKind.EXTERNAL})
 
 
+@lru_cache(maxsize=1_024)  # a batch asks for the same one for each of its items
 def clearing_account_id(tenant: str, channel: str, currency: str) -> UUID:
     """The tenant's clearing account for one channel and currency (money in transit there)."""
     return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/clearing/{channel}/{currency}")

@@ -14,9 +14,9 @@ comes after it.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -27,9 +27,11 @@ CHUNK_SIZE = 1_000
 CHUNK_NAMESPACE = UUID("3c1f5a0e-7b2d-4e8f-9a61-5d4c3b2a1f09")
 
 
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    index: int  # position in the file (0-based)
+class BatchItem(NamedTuple):
+    """Immutable; a named tuple because the engine makes one per item and per run, and a
+    frozen dataclass costs several times more to construct."""
+
+    index: int  # type: ignore[assignment]  # position in the file (0-based); shadows tuple.index
     seq: int  # position in the processing order (0-based)
     end_to_end_id: str
     amount_minor: int  # 0 when the amount could not be read (then the item is invalid)
@@ -61,16 +63,19 @@ class BatchItem:
 
     @classmethod
     def from_record(cls, r: list[Any]) -> BatchItem:
-        return cls(
-            index=r[0], seq=r[1], end_to_end_id=r[2], amount_minor=r[3], currency=r[4],
-            channel=r[5], payee=r[6], value_date=r[7] and date.fromisoformat(r[7]),
-            priority=r[8], depends_on=r[9], location=r[10], reason_code=r[11], reason=r[12],
-            remittance=r[13], instruction_id=r[14], payment_block_id=r[15],
-            has_dependents=r[16],
-        )  # fmt: skip
+        day = r[7]
+        if day is not None:
+            if len(_DAYS) > 10_000:
+                _DAYS.clear()
+            day = _DAYS.get(day) or _DAYS.setdefault(day, date.fromisoformat(day))
+        return _new_item(cls, (*r[:7], day, *r[8:17]))
 
 
-def _order_key(item: BatchItem, order: str) -> tuple[Any, ...]:
+_new_item = tuple.__new__
+_DAYS: dict[str, date] = {}  # the few value dates of a batch, parsed once
+
+
+def _order_key(item: BatchItem, *, order: str) -> tuple[Any, ...]:
     day = item.value_date or date.min
     if order == "priority":
         return (day, -item.priority, item.index)
@@ -113,8 +118,11 @@ def check_no_cycles(items: list[BatchItem]) -> None:
 
 
 def processing_order(items: list[BatchItem], order: str) -> list[BatchItem]:
-    """``items`` (acyclic) in processing order, with ``seq`` set; dependencies first, and a
-    dependent never before its dependency's value date."""
+    """``items`` (acyclic) in processing order: dependencies first, and a dependent never before
+    its dependency's value date. An item's ``seq`` is its position here, set when stored."""
+    key = partial(_order_key, order=order)
+    if all(i.depends_on is None for i in items):
+        return sorted(items, key=key)  # stable: file order breaks ties
     by_index = {i.index: i for i in items}
     dependents: dict[int, list[int]] = {}
     waiting: dict[int, int] = {}
@@ -122,17 +130,17 @@ def processing_order(items: list[BatchItem], order: str) -> list[BatchItem]:
         if item.depends_on is not None and item.depends_on in by_index:
             dependents.setdefault(item.depends_on, []).append(item.index)
             waiting[item.index] = 1
-    ready = [(_order_key(i, order), i.index) for i in items if i.index not in waiting]
+    ready = [(key(i), i.index) for i in items if i.index not in waiting]
     heapq.heapify(ready)
     ordered: list[BatchItem] = []
-    earliest: dict[int, date] = {}
+    earliest: dict[int, date] = {}  # a dependent's value date: at least its dependency's
     while ready:
         _key, index = heapq.heappop(ready)
         item = by_index[index]
         day = max(filter(None, (item.value_date, earliest.get(index))), default=None)
-        ordered.append(
-            _with(item, seq=len(ordered), value_date=day, has_dependents=index in dependents)
-        )
+        if day != item.value_date or index in dependents:
+            item = item._replace(value_date=day, has_dependents=index in dependents)
+        ordered.append(item)
         for child in dependents.get(index, ()):
             if day is not None:
                 earliest[child] = max(day, earliest.get(child, day))
@@ -140,18 +148,10 @@ def processing_order(items: list[BatchItem], order: str) -> list[BatchItem]:
             if not waiting[child]:
                 child_item = by_index[child]
                 later = earliest.get(child)
-                key_item = child_item
                 if later and (child_item.value_date is None or child_item.value_date < later):
-                    key_item = _with(child_item, seq=child_item.seq, value_date=later)
-                    # (only its sort key: the item itself is rebuilt when it is popped)
-                heapq.heappush(ready, (_order_key(key_item, order), child))
+                    child_item = child_item._replace(value_date=later)  # for its sort key
+                heapq.heappush(ready, (key(child_item), child))
     return ordered
-
-
-def _with(
-    item: BatchItem, *, seq: int, value_date: date | None, has_dependents: bool = False
-) -> BatchItem:
-    return replace(item, seq=seq, value_date=value_date, has_dependents=has_dependents)
 
 
 def chunk_id(batch_id: UUID, number: int) -> UUID:
@@ -185,6 +185,13 @@ class BatchChunk(Aggregate):
         at: datetime,
         actor: str,
     ) -> BatchChunk:
+        """``items``: positions ``number * CHUNK_SIZE`` on of the processing order."""
+        first = number * CHUNK_SIZE
+        records = []
+        for offset, item in enumerate(items):
+            record = item.to_record()
+            record[1] = first + offset  # seq: the position in the processing order
+            records.append(record)
         return cls._create(
             cls.Recorded,
             id=chunk_id(batch_id, number),
@@ -193,7 +200,7 @@ class BatchChunk(Aggregate):
             tenant=tenant,
             batch_id=str(batch_id),
             number=number,
-            items=[i.to_record() for i in items],
+            items=records,
         )
 
     def batch_items(self) -> list[BatchItem]:

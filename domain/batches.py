@@ -150,6 +150,7 @@ class Batch(Aggregate):
         resumed group sends exactly the items the first attempt may have sent."""
 
         next_seq: int  # the group starts here
+        end_seq: int  # and ends before here: a resumed group is exactly this one
         retry_done: int
         fits: list[int]  # item indexes covered
         refused: list[int]  # item indexes not covered
@@ -158,8 +159,8 @@ class Batch(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.held_minor += self.reserved_minor
             aggregate.reservation = {
-                "next_seq": self.next_seq, "retry_done": self.retry_done,
-                "fits": self.fits, "refused": self.refused,
+                "next_seq": self.next_seq, "end_seq": self.end_seq,
+                "retry_done": self.retry_done, "fits": self.fits, "refused": self.refused,
             }  # fmt: skip
 
     class GroupRecorded(Event):
@@ -226,7 +227,7 @@ class Batch(Aggregate):
         source: dict[str, Any]
         funding_account_id: str
         currency: str
-        execution_date: str | None  # ISO date (events hold JSON types)
+        execution_date: date | None
         rules: dict[str, Any]
         item_count: int
         valid_item_count: int

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from domain.errors import IllegalTransition
 from domain.ledger import JournalEntry
@@ -232,21 +233,24 @@ class Payment(Aggregate):
         sent_at: datetime,
         completed_at: datetime,
         actor: str,
-    ) -> Payment:
-        """A batch item's payment, created in its outcome (see ``BatchItemProcessed``).
-        ``fields``: the Requested fields, plus ``batch_id``, ``batch_item`` and the outcome's
-        ``code``, ``message``, ``channel_reference``, ``entry_id``, ``legs``,
-        ``hold_account_id``."""
+    ) -> BatchItemProcessed:
+        """The event that creates a batch item's payment in its outcome (see
+        ``BatchItemProcessed``), checked; the batch engine saves it without building the
+        aggregate (100,000 of them per batch). ``fields``: the Requested fields, plus
+        ``batch_id``, ``batch_item`` and the outcome's ``code``, ``message``,
+        ``channel_reference``, ``entry_id``, ``legs``, ``hold_account_id``."""
         if outcome not in BATCH_OUTCOME_STATES:
             raise IllegalTransition(f"a batch item cannot end {outcome!r}")
         if fields["amount_minor"] <= 0:
             raise IllegalTransition("a payment moves a positive amount")
         if (outcome == "succeeded") != (fields.get("entry_id") is not None):
             raise IllegalTransition("a batch item has postings exactly when it succeeded")
-        return cls._create(
-            cls.BatchItemProcessed,
-            id=payment_id,
+        created: Any = cls.BatchItemProcessed  # its fields come from annotations, not __init__
+        return created(  # type: ignore[no-any-return]
+            originator_id=payment_id,
+            originator_version=1,
             timestamp=sent_at,
+            originator_topic=_PAYMENT_TOPIC,
             actor=actor,
             outcome=outcome,
             completed_at=completed_at,
@@ -383,3 +387,6 @@ class Payment(Aggregate):
     def _check_can_move_to(self, target: PaymentState) -> None:
         if target not in TRANSITIONS[self.current_state]:
             raise IllegalTransition(f"payment {self.id} cannot go from {self.state} to {target}")
+
+
+_PAYMENT_TOPIC = get_topic(Payment)

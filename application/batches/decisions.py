@@ -101,6 +101,7 @@ class BatchEngineDecisions:
         batch_id: UUID,
         start_seq: int,
         start_retry: int,
+        end_seq: int,
         amounts: list[tuple[int, int]],
         uow: UnitOfWork,
     ) -> dict[str, Any]:
@@ -124,7 +125,8 @@ class BatchEngineDecisions:
         if total:
             funding.add_to_hold(batch.id, total, at=uow.now, actor=ENGINE_ACTOR)
         batch.reserve_group(
-            next_seq=start_seq, retry_done=start_retry, fits=fits, refused=refused,
+            next_seq=start_seq, end_seq=end_seq, retry_done=start_retry, fits=fits,
+            refused=refused,
             reserved_minor=total, at=uow.now, actor=ENGINE_ACTOR,
         )  # fmt: skip
         assert batch.reservation is not None
@@ -139,8 +141,7 @@ class BatchEngineDecisions:
         rules = BatchRules.from_record(batch.rules)
         debit, credits = group_legs(batch, outcomes)
         entry_id = group_entry_id(batch.id, group)
-        for o in outcomes:
-            uow.add(item_payment(batch, o, entry_id), cache=False)
+        uow.add_created([item_payment(batch, o, entry_id) for o in outcomes])
         funding = self._funding(uow, batch)
         at = uow.now
         if debit:

@@ -111,6 +111,8 @@ class BatchEngine:
                 continue
             if status is not BatchStatus.PROCESSING:
                 return BatchResult.of(batch)
+            if _pipelines(batch) and await self._pipeline(batch, progress):
+                continue  # from the batch as the pipeline left it
             await self._step(batch)
 
     def _fresh(self, batch_id: UUID) -> Batch:
@@ -142,7 +144,9 @@ class BatchEngine:
         if run_date > now.date() and not batch.pending_retry_items:
             await self._commit("decide_defer", batch.id, run_date.isoformat())
             return
-        group = await asyncio.to_thread(self._next_group, batch, rules, now)
+        group = await asyncio.to_thread(
+            self._next_group, batch, rules, now, None, _reserved_end(batch)
+        )
         if group is None:
             await self._commit("decide_finish", batch.id)
             return
@@ -150,18 +154,57 @@ class BatchEngine:
             await self._commit("decide_defer", batch.id, group)
             return
         refused: set[int] = set()
-        if not (rules.funds_check or rules.all_or_nothing):
-            refused = await self._reserve(batch, group)
+        if not (rules.funds_check or rules.all_or_nothing or group.retry):
+            refused = await self._reserve(batch, group)  # (retries are held when asked)
         to_send, outcomes = self._decide_without_sending(batch, rules, group, refused, now)
         outcomes += await self._send(batch, to_send)
         await self._commit("decide_record_group", batch.id, group, outcomes)
 
-    def _next_group(self, batch: Batch, rules: BatchRules, now: datetime) -> Group | str | None:
-        """The next group of items, a date (ISO) the rest is due on, or None when done."""
+    async def _pipeline(self, batch: Batch, progress: Progress | None) -> bool:
+        """Send the next group while the last one is being saved, as long as no decision
+        depends on an outcome not saved yet: no stop rule, no dependency, funds held upfront.
+        Stops at the first group that does not qualify (or at the end), saying whether it
+        recorded any; ``_step`` goes on from there."""
+        rules = BatchRules.from_record(batch.rules)
+        start, saving = batch.next_seq, None
+        try:
+            while True:
+                now = self.service.clock.now()
+                if booking_date(now, rules.cutoff_time, batch.currency) > now.date():
+                    return start != batch.next_seq
+                group = await asyncio.to_thread(self._next_group, batch, rules, now, start)
+                if not isinstance(group, Group) or any(
+                    i.depends_on is not None for i, _a in group.items
+                ):
+                    return start != batch.next_seq
+                to_send, outcomes = self._decide_without_sending(batch, rules, group, set(), now)
+                outcomes += await self._send(batch, to_send)
+                if saving is not None:
+                    _report(progress, await saving)
+                saving = asyncio.ensure_future(
+                    self._commit("decide_record_group", batch.id, group, outcomes)
+                )
+                start = group.next_seq
+        finally:
+            if saving is not None:
+                _report(progress, await saving)
+
+    def _next_group(
+        self,
+        batch: Batch,
+        rules: BatchRules,
+        now: datetime,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> Group | str | None:
+        """The next group of items (from ``start``, by default where the batch is), a date
+        (ISO) the rest is due on, or None when done. ``end``: the group whose funds are held
+        already (``GroupReserved``), rebuilt exactly as it was, whatever the day."""
         pending = batch.pending_retry_items
         if pending:
-            items = [(self._item_at(batch, seq), attempt) for attempt, _i, seq in pending]
-            items = items[:GROUP_MAX]
+            items = [
+                (self._item_at(batch, seq), attempt) for attempt, _i, seq in pending[:GROUP_MAX]
+            ]
             return Group(
                 batch.next_seq, batch.retry_done, batch.next_seq,
                 batch.retry_done + len(items), items, retry=True,
@@ -172,7 +215,11 @@ class BatchEngine:
             limit = max(1, rules.stop_after_failures - failed)
         if rules.max_failure_ratio is not None:
             limit = min(limit, RATIO_GROUP_MAX)
-        seq, today = batch.next_seq, now.date()
+        first = batch.next_seq if start is None else start
+        if end is not None:
+            fixed = [(self._item_at(batch, seq), 1) for seq in range(first, end)]
+            return Group(first, batch.retry_done, end, batch.retry_done, fixed, retry=False)
+        seq, today = first, now.date()
         chosen: list[tuple[BatchItem, int]] = []
         in_group: set[int] = set()
         while seq < batch.item_count and len(chosen) < limit:
@@ -194,7 +241,7 @@ class BatchEngine:
             seq += 1
         if not chosen:
             return None
-        return Group(batch.next_seq, batch.retry_done, seq, batch.retry_done, chosen, retry=False)
+        return Group(first, batch.retry_done, seq, batch.retry_done, chosen, retry=False)
 
     def _item_at(self, batch: Batch, seq: int) -> BatchItem:
         number, offset = divmod(seq, CHUNK_SIZE)
@@ -246,8 +293,9 @@ class BatchEngine:
         ):  # fmt: skip
             amounts = [(i.index, i.amount_minor) for i, _a in group.items if i.valid]
             reservation = await self._commit(
-                "decide_reserve_group", batch.id, group.start_seq, group.start_retry, amounts
-            )
+                "decide_reserve_group", batch.id, group.start_seq, group.start_retry,
+                group.next_seq, amounts,
+            )  # fmt: skip
         return set(reservation["refused"])
 
     async def _send(self, batch: Batch, items: list[tuple[BatchItem, int]]) -> list[ItemOutcome]:
@@ -328,6 +376,30 @@ class BatchEngine:
         return failures
 
 
+def _reserved_end(batch: Batch) -> int | None:
+    """Where the group whose funds are held (and which may have been sent) ends."""
+    held = batch.reservation
+    if held and (held["next_seq"], held["retry_done"]) == (batch.next_seq, batch.retry_done):
+        return int(held["end_seq"])
+    return None
+
+
+def _pipelines(batch: Batch) -> bool:
+    """Whether groups may be sent ahead of the previous group's save (``_pipeline``)."""
+    rules = BatchRules.from_record(batch.rules)
+    return (
+        not batch.pending_retry_items
+        and (rules.funds_check or rules.all_or_nothing)
+        and rules.stop_after_failures is None
+        and rules.max_failure_ratio is None
+    )
+
+
+def _report(progress: Progress | None, result: BatchResult) -> None:
+    if progress is not None:
+        progress(result)
+
+
 def group_entry_id(batch_id: UUID, group: Group) -> UUID:
     where = f"{group.start_seq}/{group.start_retry}"
     return uuid5(ENTRY_NAMESPACE, f"/batches/{batch_id}/groups/{where}")
@@ -375,7 +447,7 @@ def ensure_credit_accounts(
     return accounts
 
 
-def item_payment(batch: Batch, o: ItemOutcome, entry_id: UUID | None) -> Payment:
+def item_payment(batch: Batch, o: ItemOutcome, entry_id: UUID | None) -> Any:
     item = o.item
     payment_id = batch_item_payment_id(batch.id, item.index, o.attempt)
     retry_of = (

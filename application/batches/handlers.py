@@ -133,7 +133,7 @@ class BatchHandlers:
             if item.valid and item.payee is not None and item.payee["type"] == "account":
                 problem = self._payee_problem(item, principal)
                 if problem is not None:
-                    item = replace(item, reason_code=problem[0], reason=problem[1])
+                    item = item._replace(reason_code=problem[0], reason=problem[1])
                     changed = True
             items.append(item)
         if not changed:

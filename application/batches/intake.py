@@ -196,55 +196,76 @@ def _check_item(
 ) -> BatchItem:
     has_nul = _has_nul(raw)
     if has_nul:  # kept visible in the item's report, but never stored as NUL
-        raw = replace(raw, **{n: (getattr(raw, n) or "").replace("\x00", "\ufffd") or None
-                              for n in TEXT_FIELDS})  # fmt: skip
-    problem: tuple[str, str] | None = None
-    amount_minor = 0
-    item_currency = raw.currency or currency
-    try:
-        amount_minor = parse_amount(raw.amount, currency)
-    except ValidationError as e:
-        error = e.errors[0]
-        problem = (AMOUNT_CODES.get(error.code, "AM12"), f"amount {raw.amount!r}: {error.reason}")
+        cleaned: dict[str, Any] = {
+            n: (getattr(raw, n) or "").replace("\x00", "\ufffd") or None for n in TEXT_FIELDS
+        }
+        raw = replace(raw, **cleaned)
+    amount_minor, amount_problem = _amount(raw, currency)
     payee, channel, payee_problem = _payee(raw)
-    depends_on = None
-    if raw.depends_on:
-        depends_on = index_of.get(raw.depends_on)
-    checks: list[tuple[bool, str, str]] = [
-        (not raw.end_to_end_id, "FF01", "end_to_end_id is missing"),
-        (has_nul, "FF01", "a text field holds a NUL (U+0000) character"),
-        (len(raw.end_to_end_id or "") > MAX_ID, "FF01", f"end_to_end_id over {MAX_ID} chars"),
-        (len(raw.instruction_id or "") > MAX_ID, "FF01", f"instruction_id over {MAX_ID} chars"),
-        (duplicate, "AM05", f"end_to_end_id {raw.end_to_end_id!r} appears earlier in the batch"),
-        (item_currency != currency, "AM03", f"item is in {item_currency}, batch in {currency}"),
-        (problem is not None, *(problem or ("", ""))),
-        (payee_problem is not None, *(payee_problem or ("", ""))),
-        (
-            rules.allowed_channels is not None and channel not in rules.allowed_channels,
-            "AG03", f"channel {channel} is not allowed by the batch's rules",
-        ),
-        (
-            rules.max_item_amount_minor is not None
-            and amount_minor > rules.max_item_amount_minor,
-            "AM02", f"amount is above the per-item limit of "
-            f"{format_amount(rules.max_item_amount_minor or 0, currency)} {currency}",
-        ),
-        (
-            bool(raw.depends_on) and depends_on is None,
-            "NARR", f"depends_on {raw.depends_on!r}: no item has that end_to_end_id",
-        ),
-        (depends_on == index, "NARR", "an item cannot depend on itself"),
-    ]  # fmt: skip
-    failed = next(((code, reason) for bad, code, reason in checks if bad), None)
+    depends_on = index_of.get(raw.depends_on) if raw.depends_on else None
+    problem = (
+        _format_problem(raw, has_nul, duplicate, currency)
+        or amount_problem
+        or payee_problem
+        or _rule_problem(raw, rules, channel, amount_minor, currency)
+        or _dependency_problem(raw, depends_on, index)
+    )
     return BatchItem(
         index=index, seq=index, end_to_end_id=raw.end_to_end_id or f"#{index + 1}",
-        amount_minor=amount_minor if problem is None else 0, currency=currency,
-        channel=channel, payee=payee, value_date=raw.value_date or default_date,
-        priority=raw.priority or 0, depends_on=depends_on if depends_on != index else None,
-        location=raw.location, reason_code=failed[0] if failed else None,
-        reason=failed[1] if failed else None, remittance=_text(raw.remittance),
-        instruction_id=raw.instruction_id, payment_block_id=raw.payment_block_id,
+        amount_minor=amount_minor, currency=currency, channel=channel, payee=payee,
+        value_date=raw.value_date or default_date, priority=raw.priority or 0,
+        depends_on=depends_on if depends_on != index else None, location=raw.location,
+        reason_code=problem and problem[0], reason=problem and problem[1],
+        remittance=_text(raw.remittance), instruction_id=raw.instruction_id,
+        payment_block_id=raw.payment_block_id,
     )  # fmt: skip
+
+
+# Each check below answers None, or (reason code, reason); the first problem found is kept.
+Problem = tuple[str, str] | None
+
+
+def _format_problem(raw: RawItem, has_nul: bool, duplicate: bool, currency: str) -> Problem:
+    e2e = raw.end_to_end_id
+    if not e2e:
+        return ("FF01", "end_to_end_id is missing")
+    if has_nul:
+        return ("FF01", "a text field holds a NUL (U+0000) character")
+    if len(e2e) > MAX_ID or len(raw.instruction_id or "") > MAX_ID:
+        return ("FF01", f"end_to_end_id and instruction_id are at most {MAX_ID} characters")
+    if duplicate:
+        return ("AM05", f"end_to_end_id {e2e!r} appears earlier in the batch")
+    if raw.currency and raw.currency != currency:
+        return ("AM03", f"item is in {raw.currency}, the batch in {currency}")
+    return None
+
+
+def _amount(raw: RawItem, currency: str) -> tuple[int, Problem]:
+    try:
+        return parse_amount(raw.amount, currency), None
+    except ValidationError as e:
+        error = e.errors[0]
+        return 0, (AMOUNT_CODES.get(error.code, "AM12"), f"amount {raw.amount!r}: {error.reason}")
+
+
+def _rule_problem(
+    raw: RawItem, rules: BatchRules, channel: str, amount_minor: int, currency: str
+) -> Problem:
+    if rules.allowed_channels is not None and channel not in rules.allowed_channels:
+        return ("AG03", f"channel {channel} is not allowed by the batch's rules")
+    limit = rules.max_item_amount_minor
+    if limit is not None and amount_minor > limit:
+        return ("AM02", f"amount is above the per-item limit of "
+                        f"{format_amount(limit, currency)} {currency}")  # fmt: skip
+    return None
+
+
+def _dependency_problem(raw: RawItem, depends_on: int | None, index: int) -> Problem:
+    if raw.depends_on and depends_on is None:
+        return ("NARR", f"depends_on {raw.depends_on!r}: no item has that end_to_end_id")
+    if depends_on == index:
+        return ("NARR", "an item cannot depend on itself")
+    return None
 
 
 def _payee(raw: RawItem) -> tuple[dict[str, Any] | None, str, tuple[str, str] | None]:
@@ -310,7 +331,9 @@ TEXT_FIELDS = ("end_to_end_id", "name", "remittance", "instruction_id", "depends
 
 def _has_nul(raw: RawItem) -> bool:
     """NUL cannot be stored in PostgreSQL text, and no bank file legitimately holds one."""
-    return any("\x00" in (getattr(raw, name) or "") for name in TEXT_FIELDS)
+    text = (raw.end_to_end_id, raw.name, raw.remittance, raw.instruction_id, raw.depends_on,
+            raw.iban)  # fmt: skip
+    return "\x00" in "".join(filter(None, text))
 
 
 def _fingerprint(items: list[BatchItem], rules: BatchRules, currency: str) -> str:

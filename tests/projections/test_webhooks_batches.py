@@ -107,7 +107,7 @@ class FakeBatch:
                 if attempt > 1:
                     counts["failed"] -= 1
                     amounts["failed"] -= amount
-                uow.add(self._payment(index, attempt, outcome, uow.now))
+                uow.add_created([self._payment(index, attempt, outcome, uow.now)])
             retried = len(outcomes) if attempt > 1 else 0
             batch.record_group(
                 next_seq=len(self.amounts), retry_done=batch.retry_done + retried,
