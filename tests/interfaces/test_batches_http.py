@@ -61,6 +61,9 @@ def test_a_payroll_batch_from_submission_to_report(pr: Payroll) -> None:
     with pr.as_(pr.submitter) as http:
         payment = http.get(f"/v1/payments/{by_index[0]['payment_id']}").json()
         listed = http.get("/v1/payments", params={"batch": batch["id"]}).json()["items"]
+    with pr.as_(pr.admin) as http:  # T_b in the metrics: the batch's processing time
+        times = http.get("/v1/metrics").json()["batch_time_ms"]
+    assert times["count"] == 1 and times["p50"] == done["processing_time_ms"]
     assert (payment["status"], payment["amount"], payment["channel"]) == (
         "succeeded", "1500.00", "bank_transfer",
     )  # fmt: skip
