@@ -90,6 +90,7 @@ class Batch(Aggregate):
             aggregate.maker = self.actor
             aggregate.status = B.AWAITING_APPROVAL.value
             aggregate.approved_by = None
+            aggregate.execute_now = False
             aggregate.decided_by = None
             aggregate.decision_reason = None
             aggregate.run_on = None
@@ -113,9 +114,11 @@ class Batch(Aggregate):
 
     class Approved(Event):
         run_on: str | None  # ISO date; None: at once
+        execute_now: bool  # at once, value dates included (a release ahead of its dates)
 
         def apply(self, aggregate: Any) -> None:
             aggregate.approved_by = self.actor
+            aggregate.execute_now = self.execute_now
             aggregate.run_on = _day(self.run_on)
             aggregate.status = (B.SCHEDULED if self.run_on else B.APPROVED).value
 
@@ -237,6 +240,7 @@ class Batch(Aggregate):
         maker: str
         status: str
         approved_by: str | None
+        execute_now: bool
         decided_by: str | None
         decision_reason: str | None
         run_on: date | None
@@ -288,10 +292,14 @@ class Batch(Aggregate):
                 "the principal who submitted a batch cannot approve it: a second person must"
             )
 
-    def approve(self, *, run_on: date | None, at: datetime, actor: str) -> None:
+    def approve(
+        self, *, run_on: date | None, execute_now: bool = False, at: datetime, actor: str
+    ) -> None:
         self.check_approver(actor)
         day = run_on and run_on.isoformat()
-        self.trigger_event(self.Approved, timestamp=at, actor=actor, run_on=day)
+        self.trigger_event(
+            self.Approved, timestamp=at, actor=actor, run_on=day, execute_now=execute_now
+        )
 
     def reject(self, reason: str | None, *, at: datetime, actor: str) -> None:
         self._check_status(B.AWAITING_APPROVAL, "rejected")

@@ -224,10 +224,10 @@ class BatchEngine:
         in_group: set[int] = set()
         while seq < batch.item_count and len(chosen) < limit:
             item = self._item_at(batch, seq)
-            if item.valid and item.value_date is not None and item.value_date > today:
+            day = item.value_date
+            if item.valid and day is not None and day > today and not batch.execute_now:
                 if chosen:
                     break
-                day = item.value_date
                 if rules.cutoff_time is not None:
                     day = booking_date(
                         datetime.combine(day, datetime.min.time(), now.tzinfo),

@@ -281,7 +281,7 @@ class BatchHandlers:
         run_on = None
         if not execute_now and batch.execution_date is not None and batch.execution_date > today:
             run_on = batch.execution_date
-        batch.approve(run_on=run_on, at=uow.now, actor=principal.actor)
+        batch.approve(run_on=run_on, execute_now=execute_now, at=uow.now, actor=principal.actor)
         return BatchResult.of(batch)
 
     async def reject(self, batch_id: UUID, principal: Principal, reason: str | None) -> BatchResult:

@@ -83,14 +83,16 @@ def check_batch(
             "AM14",
         )
     ordered = processing_order(items, rules.order)
+    # The batch's date: its earliest item's, or none if an item has none (as soon as possible).
     dates = [i.value_date for i in valid if i.value_date is not None]
+    undated = len(dates) < len(valid)
     return CheckedBatch(
         items=ordered,
         currency=currency,
         valid_count=len(valid),
         invalid_count=len(items) - len(valid),
         control_sum_minor=total,
-        execution_date=min(dates) if dates else default_date,
+        execution_date=min(dates) if dates and not undated else default_date,
         fingerprint=_fingerprint(ordered, rules, currency),
     )
 

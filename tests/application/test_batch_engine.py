@@ -57,7 +57,7 @@ def test_a_group_resumed_the_next_day_is_the_group_whose_funds_were_held(
 
         monkeypatch.setattr(BatchEngine, "_send", counting_send)
         monkeypatch.setattr(BatchEngine, "_commit", dying_commit)
-        svc.committer.run(svc.decision("batches", "decide_approve", batch.id, checker, True))
+        svc.committer.run(svc.decision("batches", "decide_approve", batch.id, checker, False))
         with pytest.raises(Killed):
             asyncio.run(svc.batch_runner.run(batch.id))
         assert sent == [[0, 1, 2, 4, 5]]  # item 3 is due tomorrow
