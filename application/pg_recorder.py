@@ -18,8 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
@@ -101,11 +107,29 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        linked: list[Linked] = []  # refilled by each of the library's retries
-        ids = super().insert_events(stored_events, chain_out=linked, **kwargs)
+        linked: list[Linked] = []  # refilled by each retry
+        ids = self._insert_in_one_transaction(stored_events, chain_out=linked, **kwargs)
         for saved in linked:  # committed: now the cache may know these heads
             self.chain.remember(saved)
         return ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_in_one_transaction(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's ``insert_events`` without psycopg's pipeline mode: with a large save
+        (a 100,000-item batch's chunks, ~30 MB in one statement) the pipeline deadlocked, the
+        client waiting in ``Pipeline.sync()`` while the server waited for the rest of the
+        statement (``ClientRead``). Same statements, same transaction, same errors; a few more
+        round trips per save, which group commit makes rare."""
+        with self.datastore.get_connection() as conn, conn.transaction():
+            with conn.cursor() as curs:
+                self._insert_events(curs, stored_events, **kwargs)
+            if not stored_events:
+                return None
+            with conn.cursor() as curs:
+                self._insert_stored_events(curs, stored_events, **kwargs)
+                return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
