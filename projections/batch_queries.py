@@ -13,7 +13,6 @@ from projections.batches import BATCH_COLUMNS, ITEM_COLUMNS
 from projections.db import ViewDB
 from projections.queries import Page, decode_cursor, encode_cursor
 
-ITEM_STATUSES = ("pending", "succeeded", "failed", "exception", "invalid", "cancelled")
 REPORT_PAGE = 5_000
 
 
@@ -99,13 +98,6 @@ class BatchQueries:
             if len(rows) < REPORT_PAGE:
                 return
             after = rows[-1][ITEM_COLUMNS.index("item_index")]
-
-    def counts(self, batch_id: UUID) -> dict[str, int]:
-        rows = self.db.query(
-            "SELECT status, COUNT(*) FROM view_batch_items WHERE batch_id = ? GROUP BY status",
-            (str(batch_id),),
-        )
-        return {str(status): int(n) for status, n in rows}
 
     def batches(
         self, tenant: str, *, status: str | None = None, limit: int = 50, cursor: str | None = None

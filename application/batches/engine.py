@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
-from application.batches.calendar import booking_date, next_business_day
+from application.batches.calendar import booking_date
 from application.batches.lock import BatchLock
 from application.batches.prediction import stop_reached
 from application.batches.results import BatchResult
@@ -483,7 +483,3 @@ def item_payment(batch: Batch, o: ItemOutcome, entry_id: UUID | None) -> Any:
         payment_id=payment_id, fields=fields, outcome=o.outcome, sent_at=o.sent_at,
         completed_at=o.completed_at, actor=ENGINE_ACTOR,
     )  # fmt: skip
-
-
-def next_run_after(day: str, currency: str) -> str:
-    return next_business_day(datetime.fromisoformat(day).date(), currency).isoformat()
