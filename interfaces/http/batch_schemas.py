@@ -86,16 +86,24 @@ class BatchIn(InputModel):
 
 
 class ApproveIn(InputModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"execute_now": True}]})
+
     execute_now: bool = Field(
         default=False, description="Run at once, even if the execution date is ahead"
     )
 
 
 class DecisionIn(InputModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "wrong month"}]})
+
     reason: Text140 | None = None
 
 
 class RetryIn(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"all_failed": True}, {"items": [3, "SAL-2099-01-006"]}]}
+    )
+
     items: list[StrictInt | Text35] | None = Field(
         default=None, max_length=MAX_ITEMS,
         description="Item indexes (0-based, file order) or end_to_end_ids",

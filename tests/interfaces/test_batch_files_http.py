@@ -16,7 +16,7 @@ from tests.interfaces.conftest import LiveServer, new_key
 from tests.interfaces.keys_helpers import problem_code
 
 XSD = Path(__file__).parents[2] / "application" / "batch_files" / "xsd"
-SAMPLES = Path(__file__).parents[3] / "shared" / "data" / "iso20022"
+SAMPLES = Path(__file__).parents[1] / "data" / "iso20022"  # the vendored third-party corpus
 
 
 @pytest.fixture

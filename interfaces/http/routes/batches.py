@@ -246,14 +246,13 @@ async def approve_batch(
     response: Response,
     principal: Principal = OwnedBatch(Permission.BATCHES_APPROVE),
     otp: Annotated[str | None, OTP_HEADER] = None,
-    body: Annotated[ApproveIn | None, Body()] = None,
+    body: Annotated[ApproveIn, Body()] = ApproveIn(),  # frozen: one default is safe
 ) -> BatchOut:
     """The maker can never approve their own batch (403 `maker_cannot_approve`). A batch whose
     execution date is ahead becomes `scheduled`; otherwise (or with `execute_now`) it runs at
     once. A code is accepted once; 5 wrong codes lock approval for 15 minutes (429)."""
-    execute_now = body.execute_now if body else False
     result = await service(request).batches.approve(
-        batch_id, principal, otp, execute_now=execute_now
+        batch_id, principal, otp, execute_now=body.execute_now
     )
     mark_position(response, request)
     return _batch_out(result)
@@ -268,9 +267,9 @@ async def reject_batch(
     request: Request,
     response: Response,
     principal: Principal = OwnedBatch(Permission.BATCHES_APPROVE),
-    body: Annotated[DecisionIn | None, Body()] = None,
+    body: Annotated[DecisionIn, Body()] = DecisionIn(),  # frozen: one default is safe
 ) -> BatchOut:
-    result = await service(request).batches.reject(batch_id, principal, body and body.reason)
+    result = await service(request).batches.reject(batch_id, principal, body.reason)
     mark_position(response, request)
     return _batch_out(result)
 
@@ -284,9 +283,9 @@ async def cancel_batch(
     request: Request,
     response: Response,
     principal: Principal = OwnedBatch(Permission.BATCHES_CREATE),
-    body: Annotated[DecisionIn | None, Body()] = None,
+    body: Annotated[DecisionIn, Body()] = DecisionIn(),  # frozen: one default is safe
 ) -> BatchOut:
-    result = await service(request).batches.cancel(batch_id, principal, body and body.reason)
+    result = await service(request).batches.cancel(batch_id, principal, body.reason)
     mark_position(response, request)
     return _batch_out(result)
 

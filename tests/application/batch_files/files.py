@@ -1,7 +1,8 @@
 """Sample files for the batch-file tests: the shared third-party corpus, and generated pain.001.
 
-The corpus lives outside the project (``../shared/data/iso20022``, see its README). Tests that need
-it skip when it is absent, except under CI=true, where its absence fails them.
+The corpus is vendored in ``tests/data/iso20022`` (third-party files with their licences; their
+origins and SHA-256s are in its SOURCES.md). Tests that need it skip when it is absent, except
+under CI=true, where its absence fails them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "iso20022"
+DATA = Path(__file__).resolve().parents[2] / "data" / "iso20022"
 
 
 def sample(relative: str) -> bytes:
