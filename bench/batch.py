@@ -355,6 +355,7 @@ class Settings:
     timeout_s: float
     log_level: str
     stall_s: float
+    projector: bool = False  # views kept by `payledger project --follow`, not the API process
 
 
 def drop_schema(schema: str) -> None:
@@ -385,6 +386,8 @@ def measure_store(
         schema = f"bench_batch_{secrets.token_hex(4)}"
         database_url = f"{PG_BASE}?schema={schema}"
     env = server_env(database_url, cfg.latency_ms)
+    if cfg.projector:
+        env["PAYLEDGER_PROJECTIONS"] = "off"
     tenant = f"bench-{secrets.token_hex(4)}"
     out.update({"database_url": database_url, "tenant": tenant})
     port = free_port()
@@ -401,6 +404,7 @@ def measure_store(
         cfg.log_level,
     ]
     server = Server(store, cmd, env, port, tmp / f"server-{store}.log")
+    projector: subprocess.Popen[bytes] | None = None
     try:
         try:
             t0 = time.monotonic()
@@ -409,6 +413,12 @@ def measure_store(
             }
             server.start()
             assert server.proc is not None
+            if cfg.projector:
+                with (tmp / f"projector-{store}.log").open("wb") as projector_log:
+                    projector = subprocess.Popen(
+                        [*payledger_script(), "project", "--follow"], env=env,
+                        stdout=projector_log, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
             with httpx.Client(
                 base_url=server.url, timeout=60.0, headers=keys["admin"].headers()
             ) as c:
@@ -476,6 +486,9 @@ def measure_store(
             raise
         finally:
             server.stop()
+            if projector is not None:
+                projector.terminate()
+                projector.wait(10)
         out["report_check"] = check_report(report_xml, payroll)
         left = fmt_minor(payroll.rejected_minor)  # deposited the CtrlSum; rejects come back
         out["balance_check"] = {
@@ -848,6 +861,11 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=None, help="results path (default bench/results/batch-<label>.json)"
     )
     p.add_argument("--keep-file", default=None, help="also keep the generated pain.001 here")
+    p.add_argument(
+        "--projector", action="store_true",
+        help="keep the views with `payledger project --follow` in a process of its own "
+        "(PAYLEDGER_PROJECTIONS=off for the server), as in a scaled-out deployment",
+    )  # fmt: skip
     args = p.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     for s in stores:
@@ -859,7 +877,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--reject-every must be >= 0")
     label = args.label or (f"{args.items // 1000}k" if args.items % 1000 == 0 else str(args.items))
     out_path = Path(args.out) if args.out else RESULTS / f"batch-{label}.json"
-    cfg = Settings(args.latency_ms, args.poll_interval, args.timeout, args.log_level, args.stall)
+    cfg = Settings(
+        args.latency_ms, args.poll_interval, args.timeout, args.log_level, args.stall,
+        args.projector,
+    )  # fmt: skip
     started = dt.datetime.now(dt.UTC)
     load_start = loadavg()
     log(f"load average {load_start}, {os.cpu_count()} CPUs")
@@ -900,6 +921,9 @@ def main(argv: list[str] | None = None) -> int:
             "poll_interval_s": args.poll_interval,
             "server": "payledger serve --workers 1 (uvicorn; the committer in its own process, "
             "the serve default)",
+            "projector": "payledger project --follow, PAYLEDGER_PROJECTIONS=off"
+            if args.projector
+            else "inline (the API process keeps the views)",
             "pain001": {**payroll.to_json(), "xsd_validation_s": round(xsd_s, 2), "path": None},
             "baseline_row": f"(id text uuid4, n integer, payload text {BASELINE_PAYLOAD} bytes)",
         }
