@@ -49,6 +49,13 @@ FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
 BATCH_OUTCOME_STATES = {"succeeded": S.SUCCEEDED, "failed": S.FAILED, "exception": S.EXCEPTION}
 
 
+# What a payment is asked to do: set on the aggregate by either event that creates it.
+REQUEST_FIELDS = (
+    "tenant", "kind", "client", "idempotency_key", "request_fingerprint", "amount_minor",
+    "currency", "channel", "payer", "payee", "description", "metadata", "batch_id",
+)  # fmt: skip
+
+
 class PaymentKind(StrEnum):
     PAYMENT = "payment"
     DEPOSIT = "deposit"
@@ -83,11 +90,7 @@ class Payment(Aggregate):
         batch_id: str | None
 
         def apply(self, aggregate: Any) -> None:
-            for name in (
-                "tenant", "kind", "client", "idempotency_key", "request_fingerprint",
-                "amount_minor", "currency", "channel", "payer", "payee", "description",
-                "metadata", "batch_id",
-            ):  # fmt: skip
+            for name in REQUEST_FIELDS:
                 setattr(aggregate, name, getattr(self, name))
             aggregate.state = PaymentState.REQUESTED.value
             aggregate.hold_account_id = None
@@ -132,9 +135,7 @@ class Payment(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             for name in (
-                "tenant", "kind", "client", "idempotency_key", "request_fingerprint",
-                "amount_minor", "currency", "channel", "payer", "payee", "description",
-                "metadata", "batch_id", "batch_item", "channel_reference", "hold_account_id",
+                *REQUEST_FIELDS, "batch_item", "channel_reference", "hold_account_id",
                 "completed_at",
             ):  # fmt: skip
                 setattr(aggregate, name, getattr(self, name))
