@@ -1,0 +1,1 @@
+"""Reconciliation: channel settlement statements read, written and matched against the ledger."""
