@@ -20,8 +20,8 @@ from application.audit import derive_key
 from application.batches.decisions import BatchEngineDecisions
 from application.batches.handlers import BatchHandlers
 from application.batches.runner import BatchRunner
-from application.channels.base import CHANNELS, Channel
-from application.channels.sandbox import SandboxChannel
+from application.channels.base import Channel
+from application.channels.http import close_channels, configured_channels
 from application.clock import Clock, SystemClock
 from application.commands import ANONYMOUS, Principal, SubmitPayment
 from application.committer import Committer, Decide
@@ -92,11 +92,10 @@ class Payledger:
                 conflict_retries=self.settings.conflict_retries,
                 clock=self.clock,
             )
-        self.channels: dict[str, Channel] = channels or {
-            name: SandboxChannel(name, self.settings.latency_ms(name))
-            for name in CHANNELS
-            if name != "internal"
-        }
+        # Sandbox channels, or HttpChannel where PAYLEDGER_CHANNEL_<NAME>_URL is set. Channels
+        # passed in belong to the caller, who closes them.
+        self._own_channels = channels is None
+        self.channels: dict[str, Channel] = channels or configured_channels(self.settings)
         self.secret_key = self.settings.secret_key.encode()
         self.accounts = AccountHandlers(self)
         self.payments = PaymentHandlers(self)
@@ -111,6 +110,8 @@ class Payledger:
 
     def close(self) -> None:
         self.committer.stop()
+        if self._own_channels:
+            close_channels(self.channels.values())  # pooled HTTP connections
         self.app.close()
 
     def __enter__(self) -> Payledger:

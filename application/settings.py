@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import cached_property
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,17 @@ class Settings(BaseSettings):
     )
     sandbox_latency_ms: dict[str, int] = Field(default_factory=dict)
     channel_timeout_ms: int = Field(default=10_000, ge=1, le=120_000)
+    # A channel over HTTP (application/channels/http.py) instead of the sandbox:
+    # PAYLEDGER_CHANNEL_<NAME>_URL=http://127.0.0.1:8100 (a provider or `payledger channel-sim`).
+    # Its connect and read time-outs per attempt, and the retries after the first attempt
+    # (safe: our payment id is the channel's idempotency key), all within channel_timeout_ms.
+    channel_card_url: str | None = None
+    channel_alipay_url: str | None = None
+    channel_wechat_pay_url: str | None = None
+    channel_bank_transfer_url: str | None = None
+    channel_connect_timeout_ms: int = Field(default=2_000, ge=1, le=60_000)
+    channel_read_timeout_ms: int = Field(default=5_000, ge=1, le=120_000)
+    channel_retries: int = Field(default=2, ge=0, le=10)
     # Group commit: most commands folded into one transaction, and how long a caller waits.
     commit_group_max: int = Field(default=200, ge=1, le=5_000)
     commit_queue_max: int = Field(default=20_000, ge=1, le=1_000_000)
@@ -79,6 +91,25 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator(
+        "channel_card_url", "channel_alipay_url", "channel_wechat_pay_url",
+        "channel_bank_transfer_url",
+    )  # fmt: skip
+    @classmethod
+    def _channel_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host, such as http://127.0.0.1:8100"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or a fragment")
+        return value.rstrip("/")
+
     @field_validator("sandbox_latency_ms")
     @classmethod
     def _known_channels(cls, value: dict[str, int]) -> dict[str, int]:
@@ -118,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def channel_url(self, channel: str) -> str | None:
+        """The base URL of ``channel`` over HTTP, or None for the sandbox."""
+        url: str | None = getattr(self, f"channel_{channel}_url", None)
+        return url
 
     def latency_ms(self, channel: str) -> int:
         return self.sandbox_latency_ms.get(channel, DEFAULT_SANDBOX_LATENCY_MS[channel])

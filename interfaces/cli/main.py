@@ -12,6 +12,7 @@ from domain.errors import ValidationError
 from domain.money import format_amount
 from interfaces.cli import accounts, audit, batches, keys, output, payments, principal, views
 from interfaces.cli import webhooks as webhook_commands
+from interfaces.cli.channel_sim import channel_sim
 from interfaces.cli.errors import EXIT_CODES_HELP, ErrorMappingGroup
 from interfaces.cli.runtime import init_store, load_settings, run, service
 from interfaces.cli.serve import LogLevel
@@ -48,6 +49,7 @@ accounts.app.command("statement")(views.statement)
 app.command("metrics")(views.metrics)
 app.command("project")(views.project)
 app.command("replay")(views.replay)
+app.command("channel-sim")(channel_sim)
 
 Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout.")]
 
