@@ -28,6 +28,7 @@ from application.committer import Committer, Decide
 from application.committer_process import RemoteCommitter
 from application.drafts import validate_payment
 from application.encryption import check_readable, cipher_env
+from application.exceptions import ExceptionHandlers
 from application.history import account_as_of, parse_as_of, payment_as_of_version
 from application.keys import KeyHandlers
 from application.ownership import Owners
@@ -44,7 +45,7 @@ T = TypeVar("T")
 # task (one per HTTP request) has its own copy.
 LAST_POSITION: ContextVar[int | None] = ContextVar("payledger_last_position", default=None)
 DECISION_HANDLERS = frozenset(
-    {"accounts", "payments", "keys", "webhooks", "batches", "batch_engine"}
+    {"accounts", "payments", "keys", "webhooks", "batches", "batch_engine", "exceptions"}
 )
 
 # Event attributes shown as the audit envelope rather than as data.
@@ -104,6 +105,7 @@ class Payledger:
         self.batches = BatchHandlers(self)  # batch payments (application/batches/)
         self.batch_engine = BatchEngineDecisions(self)  # the engine's saves
         self.batch_runner = BatchRunner(self)  # runs approved batches
+        self.exceptions = ExceptionHandlers(self)  # unknown outcomes (application/exceptions.py)
         self.owners = Owners(self.app)  # which tenant owns an id (tenant isolation)
         # Called after each save (the read side follows the log sooner than its next poll).
         self.on_commit: Callable[[], None] | None = None

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     # Batches: how often the server looks for scheduled batches that are due and for batches
     # left processing by a process that stopped (it also looks once at start-up).
     batch_scheduler_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    # Exceptions (application/exceptions.py): how often the server's resolver asks the channels
+    # about payments with an unknown outcome (0: not in the server; `payledger exceptions
+    # resolve` still works), how long it keeps asking before flagging one for reconciliation,
+    # and how long a payment left `submitted` (its process died) is left to a retry of the
+    # same request (which can send it again) before the resolver takes it.
+    exception_resolver_interval_s: float = Field(default=5.0, ge=0, le=3600)
+    exception_deadline_s: int = Field(default=86_400, ge=1, le=90 * 86_400)
+    exception_abandoned_after_s: float = Field(default=60.0, ge=0, le=86_400)
     # API keys (application/keys.py, interfaces/http/authz.py): how long a verified key is
     # trusted before it is read again (a revocation takes effect within this time), per-key
     # rate limits (a token bucket per key and process; 0 turns it off), and the second factor:

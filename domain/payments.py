@@ -4,6 +4,11 @@
     requested -> reserved -> submitted -> succeeded | failed | exception
     reserved  -> failed                         (definitely not sent: released)
     exception -> succeeded | failed             (resolved later by asking the channel)
+    submitted -> succeeded | failed | exception (abandoned: its process died before the outcome)
+
+A resolution records ``ExceptionResolved`` (how it was found out, why, and who) followed, in the
+same save, by the usual ``Succeeded`` or ``Failed``. An exception still unknown at the resolver's
+deadline is flagged (``ExceptionFlagged``) and left to reconciliation.
 
 ``exception`` is honest: the channel may or may not have moved the money, so funds stay held until
 someone finds out. Every event records when it happened and which principal caused it.
@@ -11,7 +16,7 @@ someone finds out. Every event records when it happened and which principal caus
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
@@ -19,7 +24,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.errors import IllegalTransition
+from domain.errors import IllegalTransition, ValidationError
 from domain.ledger import JournalEntry
 
 PAYMENT_NAMESPACE = UUID("9d3b1f2a-4c5e-4f60-8a7b-1c2d3e4f5a60")
@@ -47,6 +52,16 @@ TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
 }
 FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED})
 BATCH_OUTCOME_STATES = {"succeeded": S.SUCCEEDED, "failed": S.FAILED, "exception": S.EXCEPTION}
+# Exception resolution: how an unknown outcome was found out, and the outcomes it can end in.
+RESOLUTION_HOWS = ("channel_status", "manual", "reconciliation")
+RESOLVED_OUTCOMES = ("succeeded", "failed")
+REASON_MAX_LENGTH = 500
+
+
+class NotAnException(IllegalTransition):
+    """Resolving a payment whose outcome is not unknown: final already, or still being sent."""
+
+    code = "payment_not_in_exception"
 
 
 # What a payment is asked to do: set on the aggregate by either event that creates it.
@@ -201,6 +216,31 @@ class Payment(Aggregate):
             aggregate.failure_code, aggregate.failure_message = self.code, self.message
             aggregate.completed_at = self.timestamp
 
+    class ExceptionResolved(Event):
+        """How an unknown outcome was found out, why, and by whom (the event's actor). The
+        ``Succeeded`` or ``Failed`` recorded with it in the same save says the outcome."""
+
+        outcome: str  # succeeded | failed
+        how: str  # channel_status | manual | reconciliation
+        reason: str
+        channel_reference: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.resolution = {
+                "outcome": self.outcome, "how": self.how, "reason": self.reason,
+                "channel_reference": self.channel_reference, "actor": self.actor,
+                "at": self.timestamp,
+            }  # fmt: skip
+
+    class ExceptionFlagged(Event):
+        """Still unknown at the resolver's deadline: no longer asked about automatically,
+        left to reconciliation (or to an operator)."""
+
+        deadline_s: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.flagged_at = self.timestamp
+
     if TYPE_CHECKING:  # set by the Created event; annotations here would become __init__ args
         tenant: str
         kind: str
@@ -223,6 +263,11 @@ class Payment(Aggregate):
         entry: dict[str, Any] | None
         completed_at: datetime | None
         batch_item: dict[str, Any] | None
+        resolution: dict[str, Any] | None  # set by ExceptionResolved
+        flagged_at: datetime | None  # set by ExceptionFlagged
+    else:  # defaults for every payment recorded before either event (class attributes)
+        resolution = None
+        flagged_at = None
 
     @classmethod
     def record_batch_item(
@@ -316,6 +361,27 @@ class Payment(Aggregate):
         return self.current_state in (S.REQUESTED, S.RESERVED, S.SUBMITTED)
 
     @property
+    def outcome_unknown(self) -> bool:
+        """In ``exception``, or ``submitted`` (unknown once its sender is gone)."""
+        return self.current_state in (S.EXCEPTION, S.SUBMITTED)
+
+    @property
+    def is_flagged(self) -> bool:
+        return self.flagged_at is not None
+
+    @property
+    def unknown_since(self) -> datetime:
+        """When the outcome became unknown: the exception, or the last step of a submitted
+        payment."""
+        if self.current_state is S.EXCEPTION and self.completed_at is not None:
+            return self.completed_at
+        return self.modified_on
+
+    def is_abandoned(self, now: datetime, after: timedelta) -> bool:
+        """Submitted, and nothing recorded for longer than ``after``: its sender died."""
+        return self.current_state is S.SUBMITTED and now - self.modified_on > after
+
+    @property
     def latency_ms(self) -> int | None:
         if self.completed_at is None:
             return None
@@ -385,9 +451,75 @@ class Payment(Aggregate):
             self.OutcomeUnknown, timestamp=at, actor=actor, code=code, message=message
         )
 
+    def check_resolvable(self, now: datetime, abandoned_after: timedelta) -> None:
+        """Only an unknown outcome can be resolved: ``exception``, or ``submitted`` and
+        abandoned (a payment still being sent gets its outcome from its sender)."""
+        if self.current_state is S.EXCEPTION or self.is_abandoned(now, abandoned_after):
+            return
+        doing = "still being sent" if self.current_state is S.SUBMITTED else self.state
+        raise NotAnException(
+            f"payment {self.id} is {doing}: only a payment in exception can be resolved"
+        )
+
+    def resolve_exception(
+        self,
+        outcome: str,
+        *,
+        how: str,
+        reason: str,
+        at: datetime,
+        actor: str,
+        abandoned_after: timedelta,
+        entry: JournalEntry | None = None,
+        channel_reference: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Record how the unknown outcome was found out, then the outcome: ``succeeded`` with
+        its postings (``entry``, already applied to the accounts), or ``failed``."""
+        self.check_resolvable(at, abandoned_after)
+        if outcome not in RESOLVED_OUTCOMES:
+            raise ValidationError.single("outcome", "must be succeeded or failed")
+        if how not in RESOLUTION_HOWS:
+            raise ValidationError.single("how", f"must be one of {', '.join(RESOLUTION_HOWS)}")
+        check_reason(reason)
+        if (outcome == "succeeded") != (entry is not None):
+            raise IllegalTransition("a resolved payment has postings exactly when it succeeded")
+        if entry is not None and entry.currency != self.currency:
+            raise IllegalTransition("the entry's currency is not the payment's")
+        self.trigger_event(
+            self.ExceptionResolved, timestamp=at, actor=actor, outcome=outcome, how=how,
+            reason=reason, channel_reference=channel_reference,
+        )  # fmt: skip
+        if entry is not None:
+            self.mark_succeeded(channel_reference or "", entry, at=at, actor=actor, resolution=how)
+        else:
+            self.mark_failed(
+                code or "resolved_failed", message or reason, at=at, actor=actor,
+                channel_reference=channel_reference, resolution=how,
+            )  # fmt: skip
+
+    def flag_exception(self, deadline_s: int, *, at: datetime, actor: str) -> None:
+        """Past the deadline and still unknown: stop asking, leave it to reconciliation."""
+        if not self.outcome_unknown:
+            raise NotAnException(f"payment {self.id} is {self.state}: nothing to flag")
+        if self.is_flagged:
+            raise IllegalTransition(f"payment {self.id} is flagged already")
+        self.trigger_event(self.ExceptionFlagged, timestamp=at, actor=actor, deadline_s=deadline_s)
+
     def _check_can_move_to(self, target: PaymentState) -> None:
         if target not in TRANSITIONS[self.current_state]:
             raise IllegalTransition(f"payment {self.id} cannot go from {self.state} to {target}")
+
+
+def check_reason(reason: str) -> None:
+    """A resolution says why, in a bounded line of text."""
+    if not reason.strip():
+        raise ValidationError.single("reason", "is required: say why", "required")
+    if len(reason) > REASON_MAX_LENGTH or "\x00" in reason:
+        raise ValidationError.single(
+            "reason", f"must be at most {REASON_MAX_LENGTH} characters, without NUL"
+        )
 
 
 _PAYMENT_TOPIC = get_topic(Payment)

@@ -7,6 +7,7 @@ time, per tenant and channel) moves from its old status to its new one whenever 
 
 from __future__ import annotations
 
+import secrets
 from bisect import bisect_left
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 import orjson
 
 from projections.base import RawEvent, ViewProjection, timestamp_us
+from projections.db import ViewDB
 
 STATUS_OF_STATE = {
     "requested": "processing", "reserved": "processing", "submitted": "processing",
@@ -29,13 +31,19 @@ COLUMNS = (
     "payment_id", "tenant", "kind", "state", "status", "amount_minor", "currency", "channel",
     "payer_account_id", "payee_account_id", "payer", "payee", "description", "metadata",
     "batch_id", "failure_code", "failure_message", "channel_reference", "created_us",
-    "completed_us", "latency_ms", "version", "updated_us", "position",
+    "completed_us", "latency_ms", "version", "updated_us", "position", "flagged_us", "resolution",
 )  # fmt: skip
 # What can change after a payment is requested.
 MUTABLE = (
     "state", "status", "failure_code", "failure_message", "channel_reference", "completed_us",
-    "latency_ms", "version", "updated_us", "position",
+    "latency_ms", "version", "updated_us", "position", "flagged_us", "resolution",
 )  # fmt: skip
+# Columns added after views existed (exception workflow): added to such a view on start-up, NULL
+# in its rows, as a rebuild would make them (no payment had these events before).
+ADDED_COLUMNS = {"flagged_us": "BIGINT", "resolution": "TEXT"}
+# The payments whose outcome is unknown, for the exception list and the resolver: a partial
+# index, so only those rows are in it (queries repeat its condition: SQLite needs it verbatim).
+OPEN_CONDITION = "state IN ('exception', 'submitted')"
 METRIC_COUNTS = (*OUTCOMES, "latency_count", "latency_sum_ms", *HISTOGRAM)
 
 
@@ -54,7 +62,7 @@ class PaymentsProjection(ViewProjection):
             "metadata TEXT NOT NULL, batch_id TEXT, failure_code TEXT, failure_message TEXT, "
             "channel_reference TEXT, created_us BIGINT NOT NULL, completed_us BIGINT, "
             "latency_ms BIGINT, version BIGINT NOT NULL, updated_us BIGINT NOT NULL, "
-            "position BIGINT NOT NULL"
+            "position BIGINT NOT NULL, flagged_us BIGINT, resolution TEXT"
         ),
         "metrics": (
             "tenant TEXT NOT NULL, channel TEXT NOT NULL, bucket_us BIGINT NOT NULL, "
@@ -77,8 +85,33 @@ class PaymentsProjection(ViewProjection):
     HANDLED = frozenset(
         f"Payment.{n}"
         for n in ("Requested", "Rejected", "Reserved", "Submitted", "Succeeded", "Failed",
-                  "OutcomeUnknown", "BatchItemProcessed")
+                  "OutcomeUnknown", "BatchItemProcessed", "ExceptionResolved", "ExceptionFlagged")
     )  # fmt: skip
+
+    def create_tables(self, *, indexes: bool = True) -> None:
+        table = self.table("payments")
+        existed = self.db.table_exists(table)
+        super().create_tables(indexes=indexes)
+        if not existed:
+            return
+        have = set(table_columns(self.db, table))
+        missing = [c for c in ADDED_COLUMNS if c not in have]
+        for column in missing:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ADDED_COLUMNS[column]}")
+        if missing:  # a view from before the exception workflow: its index too
+            self._create_open_index()
+
+    def _create_indexes(self, name: str) -> None:
+        super()._create_indexes(name)
+        if name == "payments":
+            self._create_open_index()
+
+    def _create_open_index(self) -> None:
+        generation = secrets.token_hex(3)  # unique per schema/file, as the other indexes
+        self.db.execute(
+            f"CREATE INDEX ix_payments_open_{generation} ON {self.table('payments')} "
+            f"(tenant, completed_us, payment_id) WHERE {OPEN_CONDITION}"
+        )
 
     def prepare_page(self, events: list[RawEvent]) -> Any:
         handled = self.HANDLED
@@ -185,7 +218,8 @@ def _new_row(e: RawEvent) -> dict[str, Any]:
         "description": d.get("description"), "metadata": orjson.dumps(d["metadata"]).decode(),
         "batch_id": d.get("batch_id"), "failure_code": None, "failure_message": None,
         "channel_reference": None, "created_us": at, "completed_us": None, "latency_ms": None,
-        "version": e.version, "updated_us": at, "position": e.id,
+        "version": e.version, "updated_us": at, "position": e.id, "flagged_us": None,
+        "resolution": None,
     }  # fmt: skip
 
 
@@ -212,12 +246,20 @@ STATE_OF_EVENT = {
 FINAL_EVENTS = frozenset(
     ("Payment.Rejected", "Payment.Succeeded", "Payment.Failed", "Payment.OutcomeUnknown")
 )
+EXCEPTION_NOTES = frozenset(("Payment.ExceptionResolved", "Payment.ExceptionFlagged"))
 
 
 def _apply(row: dict[str, Any], e: RawEvent) -> None:
     """Mirror of the aggregate's ``apply`` methods (domain/payments.py) on a view row."""
     d, name = e.data, e.name
     at = timestamp_us(d["timestamp"])
+    if name in EXCEPTION_NOTES:  # the state is unchanged (the outcome event follows)
+        if name == "Payment.ExceptionResolved":
+            row["resolution"] = d["how"]
+        else:
+            row["flagged_us"] = at
+        row["version"], row["updated_us"], row["position"] = e.version, at, e.id
+        return
     state = STATE_OF_EVENT[name]
     row["state"], row["status"] = state, STATUS_OF_STATE[state]
     if name in ("Payment.Rejected", "Payment.Failed", "Payment.OutcomeUnknown"):
@@ -229,3 +271,14 @@ def _apply(row: dict[str, Any], e: RawEvent) -> None:
         # Exactly as Payment.latency_ms computes it (float seconds, then truncated ms).
         row["latency_ms"] = int((at - row["created_us"]) / 1_000_000 * 1000)
     row["version"], row["updated_us"], row["position"] = e.version, at, e.id
+
+
+def table_columns(db: ViewDB, table: str) -> list[str]:
+    if db.is_postgres:
+        rows = db.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            (db.schema, table),
+        )
+        return [r[0] for r in rows]
+    return [r[1] for r in db.query(f"PRAGMA table_info({table})")]

@@ -34,6 +34,7 @@ from interfaces.http.routes import (
     prometheus,
     queries,
 )
+from interfaces.http.routes import exceptions as exception_routes
 from interfaces.http.routes import keys as key_routes
 from interfaces.http.routes import webhooks as webhook_routes
 from projections.read_side import ReadSide
@@ -63,6 +64,7 @@ MAX_BATCH_BODY_BYTES = 160 * 1024 * 1024
 TAGS = [
     {"name": "payments", "description": "Real-time payments and their audit history"},
     {"name": "batches", "description": "Batch payments: files, approval, items, reports"},
+    {"name": "exceptions", "description": "Payments with an unknown outcome, and resolving them"},
     {"name": "accounts", "description": "Ledger accounts, deposits"},
     {"name": "metrics", "description": "Success rate, volumes and latency from the views"},
     {"name": "keys", "description": "API keys of the caller's tenant (role admin)"},
@@ -99,12 +101,15 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
         scheduler = asyncio.create_task(
             svc.batch_runner.schedule(svc.settings.batch_scheduler_interval_s)
         )
+        # Exceptions: a resolver asks the channels about unknown outcomes (routes/exceptions.py).
+        resolver = exception_routes.start_resolver(app, svc)
         if owned:
             tune_process()  # a serving process, not a test embedding the app
         try:
             yield
         finally:
             scheduler.cancel()
+            await exception_routes.stop_resolver(resolver)
             await svc.batch_runner.stop()
             if app.state.webhooks is not None:
                 app.state.webhooks.stop()
@@ -134,6 +139,7 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(webhook_routes.router)
+    app.include_router(exception_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -35,6 +35,8 @@ SERVER_ENV = {
     "PAYLEDGER_WEBHOOK_POLL_S": "0.05",
     "PAYLEDGER_WEBHOOK_CONNECT_TIMEOUT_S": "1",
     "PAYLEDGER_WEBHOOK_READ_TIMEOUT_S": "1",  # a claim's lease: 2 * (1 + 1) + 5 = 9 s
+    # The timed-out payments stay exceptions (the resolver would settle them: more webhooks).
+    "PAYLEDGER_EXCEPTION_RESOLVER_INTERVAL_S": "0",
 }
 EVENTS = list(TYPE_OF_STATUS.values())
 

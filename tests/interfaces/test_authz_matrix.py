@@ -51,6 +51,7 @@ class Side:
     funding: str  # a funded EUR funding account, for batches
     batch: str  # a batch awaiting approval (made by ``admin``)
     failed_batch: str | None = None  # a finished batch with a failed item (retry)
+    open_exception: str | None = None  # a payment in exception, never resolved (lists)
 
     def api(self, base_url: str) -> Api:
         return Api(self.admin.client(base_url))
@@ -211,6 +212,36 @@ def _approval(w: World, side: Side, key: HttpKey) -> Call:
             {"json": {}, "headers": {"X-Payledger-OTP": code}})  # fmt: skip
 
 
+def _exception_payment(w: World, side: Side) -> str:
+    """A new payment in exception (the sandbox card that times out after the charge)."""
+    with side.admin.client(w.live.base_url) as client:
+        api = Api(client)
+        method = {"type": "card", "number": "4000000000000119", "exp_month": 12,
+                  "exp_year": 2099, "cvc": "123"}  # fmt: skip
+        body = {"amount": "1.00", "currency": "CNY", "channel": "card",
+                "payment_method": method, "payee_account_id": side.payee}  # fmt: skip
+        paid = api.pay(body)
+    assert paid.status_code == 201 and paid.json()["status"] == "exception", paid.text
+    return paid.json()["id"]  # type: ignore[no-any-return]
+
+
+def _resolution(w: World, side: Side, key: HttpKey) -> Call:
+    allowed = key.role in {"operator", "admin"} and side is w.own
+    payment = _exception_payment(w, side) if allowed else side.payment
+    body = {"outcome": "failed", "reason": "the matrix says so"}
+    return ("POST", f"/v1/exceptions/{payment}/resolve", {"json": body})
+
+
+def _exception_list(w: World, side: Side, key: HttpKey) -> Call:
+    if w.other.open_exception is None:
+        w.other.open_exception = _exception_payment(w, w.other)
+    return ("GET", "/v1/exceptions", {})
+
+
+def _only_own_exceptions(r: httpx.Response, w: World) -> None:
+    assert w.other.open_exception not in {x["payment_id"] for x in r.json()["items"]}
+
+
 def _only_own_keys(r: httpx.Response, w: World) -> None:
     ids = {k["id"] for k in r.json()["items"]}
     assert ids and not ids & {k.id for k in w.other.keys.values()} and w.other.admin.id not in ids
@@ -303,6 +334,13 @@ ROUTES = [
     Route("retry batch", MAKERS, Permission.BATCHES_CREATE,
           lambda w, s, k: ("POST", f"/v1/batches/{_batch_with_a_failure(w, s)}/retry",
                            {"json": {"all_failed": True}})),
+    Route("list exceptions", READERS, Permission.PAYMENTS_READ, _exception_list,
+          other=_only_own_exceptions, by_id=False),
+    Route("resolve exception", frozenset({"operator", "admin"}), Permission.EXCEPTIONS_RESOLVE,
+          _resolution),
+    Route("resolve pending exceptions", frozenset({"operator", "admin"}),
+          Permission.EXCEPTIONS_RESOLVE,
+          lambda w, s, k: ("POST", "/v1/exceptions/resolve-pending", {}), by_id=False),
 ]  # fmt: skip
 CASES = [
     pytest.param(route, role, side, id=f"{route.name}-{role}-{side}")
@@ -317,6 +355,7 @@ NOT_FOUND = {
     "keys": "key_not_found",
     "webhook-endpoints": "webhook_endpoint_not_found",
     "batches": "batch_not_found",
+    "exceptions": "payment_not_found",
 }
 
 
@@ -387,6 +426,8 @@ def test_the_matrix_covers_every_route(world: World) -> None:
         ("GET", "/v1/batches/{batch_id}/items"), ("GET", "/v1/batches/{batch_id}/report"),
         ("POST", "/v1/batches/{batch_id}/approve"), ("POST", "/v1/batches/{batch_id}/reject"),
         ("POST", "/v1/batches/{batch_id}/cancel"), ("POST", "/v1/batches/{batch_id}/retry"),
+        ("GET", "/v1/exceptions"), ("POST", "/v1/exceptions/{payment_id}/resolve"),
+        ("POST", "/v1/exceptions/resolve-pending"),
     }  # fmt: skip
 
 
