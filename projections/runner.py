@@ -57,6 +57,9 @@ FOLLOW_PAGE = 1_000
 # by many events, smaller ones keep its three threads busier (bench/replay.py: 10,000 was the
 # fastest of 5,000 to 40,000 on 1,000,000 events; a page of 10,000 is about 15 MB decoded).
 REBUILD_PAGE = 10_000
+# At most this much stored event data is decoded at once (``LogReader.read``): pages of large
+# events are cut short; pages of ordinary events stay well below it.
+PAGE_BYTES_MAX = 16 * 1024 * 1024
 _LATER = object()  # a page a projection processes on the writer thread (not PIPELINED)
 ADVISORY_LOCK_KEY = 0x5041594C  # "PAYL"; the second key is the schema's hash
 
@@ -385,7 +388,7 @@ class LogReader:
                 start=start, limit=limit, stop=stop, inclusive_of_start=False
             )
             return decode(notifications, self.mapper)
-        return decode_rows(self._rows(start, limit, stop), self.mapper)
+        return decode_rows(_within_bytes(self._rows(start, limit, stop)), self.mapper)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _postgres_rows(self, start: int, limit: int, stop: int | None) -> list[Any]:
@@ -411,6 +414,18 @@ class LogReader:
             rows = cursor.fetchall()
         # An id stored in another form than 32 hex digits: read as the library reads it.
         return [r if len(r[1]) == 36 else (r[0], str(UUID(r[1])), *r[2:]) for r in rows]
+
+
+def _within_bytes(rows: list[Any], cap: int = PAGE_BYTES_MAX) -> list[Any]:
+    """The first rows whose stored states add up to at most ``cap`` bytes (at least one): a
+    page of large events (a reconciliation's result chunks, a batch's items) is decoded a part
+    at a time, so memory stays bounded whatever the events hold. The rest is the next page."""
+    total = 0
+    for n, row in enumerate(rows):
+        total += len(row[4])
+        if total > cap and n:
+            return rows[:n]
+    return rows
 
 
 class Leadership:
