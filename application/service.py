@@ -33,6 +33,7 @@ from application.history import account_as_of, parse_as_of, payment_as_of_versio
 from application.keys import KeyHandlers
 from application.ownership import Owners
 from application.payments import PaymentHandlers
+from application.reconciliation.runs import ReconciliationHandlers
 from application.results import AccountResult, EventRecord, PaymentResult
 from application.settings import Settings
 from application.webhooks import WebhookHandlers
@@ -45,8 +46,9 @@ T = TypeVar("T")
 # task (one per HTTP request) has its own copy.
 LAST_POSITION: ContextVar[int | None] = ContextVar("payledger_last_position", default=None)
 DECISION_HANDLERS = frozenset(
-    {"accounts", "payments", "keys", "webhooks", "batches", "batch_engine", "exceptions"}
-)
+    {"accounts", "payments", "keys", "webhooks", "batches", "batch_engine", "reconciliations",
+     "exceptions"}
+)  # fmt: skip
 
 # Event attributes shown as the audit envelope rather than as data.
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
@@ -106,6 +108,8 @@ class Payledger:
         self.batch_engine = BatchEngineDecisions(self)  # the engine's saves
         self.batch_runner = BatchRunner(self)  # runs approved batches
         self.exceptions = ExceptionHandlers(self)  # unknown outcomes (application/exceptions.py)
+        # Channel statements against the ledger (application/reconciliation/).
+        self.reconciliations = ReconciliationHandlers(self)
         self.owners = Owners(self.app)  # which tenant owns an id (tenant isolation)
         # Called after each save (the read side follows the log sooner than its next poll).
         self.on_commit: Callable[[], None] | None = None

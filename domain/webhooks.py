@@ -29,13 +29,14 @@ EVENT_TYPES = (
     "payment.failed",  # a final outcome: refused by the rules (rejected) or by the channel
     "payment.exception",  # the channel's answer is unknown (funds stay held until resolved)
     "batch.completed",  # a batch finished: completed, completed_with_failures or failed
-    "reconciliation.discrepancy",  # reserved: reconciliation is a later issue
+    "reconciliation.discrepancy",  # a reconciliation run found discrepancies
 )
 #: The payment outcomes: a tenant's payments are followed only while it listens to one of them.
 PAYMENT_TYPES = frozenset({"payment.succeeded", "payment.failed", "payment.exception"})
 BATCH_COMPLETED = "batch.completed"
-#: The types something emits today; the others are accepted, and delivered once they exist.
-EMITTED_TYPES = PAYMENT_TYPES | {BATCH_COMPLETED}
+RECONCILIATION_DISCREPANCY = "reconciliation.discrepancy"
+#: The types something emits (every type an endpoint may subscribe to).
+EMITTED_TYPES = PAYMENT_TYPES | {BATCH_COMPLETED, RECONCILIATION_DISCREPANCY}
 
 MAX_ENDPOINTS_PER_TENANT = 16
 MAX_URL_LENGTH = 2048

@@ -19,6 +19,7 @@ from application.store import StoreConfig
 from projections.batch_queries import BatchQueries
 from projections.db import ViewDB
 from projections.queries import ReadModel
+from projections.reconciliation_queries import ReconciliationQueries
 from projections.runner import Follower, ProjectionRunner
 
 # How long a read of one payment or account waits for the views to reach the log's end as it
@@ -42,6 +43,9 @@ class ReadSide:
         self.follower: Follower | None = Follower(self.runner).start() if follow else None
         self.model = ReadModel(ViewDB(store), head=self.head, local=self.follower)
         self.batches = BatchQueries(self.model.db, lambda: self.model.position("batches"))
+        self.reconciliations = ReconciliationQueries(
+            self.model.db, lambda: self.model.position("reconciliations")
+        )
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0

@@ -42,6 +42,7 @@ from projections.base import (
 from projections.batches import BatchesProjection
 from projections.db import ViewDB
 from projections.payments import PaymentsProjection
+from projections.reconciliations import ReconciliationsProjection
 from projections.webhooks import WebhooksProjection
 
 log = logging.getLogger("payledger.projections")
@@ -51,6 +52,7 @@ PROJECTIONS: dict[str, type[ViewProjection]] = {
     "accounts": AccountsProjection,  # tables: accounts, entries
     "webhooks": WebhooksProjection,  # tables: webhook endpoints, payments, outbox
     "batches": BatchesProjection,  # tables: batches, batch_items
+    "reconciliations": ReconciliationsProjection,  # tables: reconciliations, their items
 }
 FOLLOW_PAGE = 1_000
 # A rebuild's pages: larger ones mean fewer transactions and fewer writes of an account touched

@@ -50,7 +50,14 @@ from uuid import UUID, uuid5
 import orjson
 
 from domain.money import format_amount
-from domain.webhooks import BATCH_COMPLETED, MAX_SECRETS, PAYMENT_TYPES, WEBHOOK_NAMESPACE
+from domain.reconciliations import CATEGORIES, DISCREPANCIES
+from domain.webhooks import (
+    BATCH_COMPLETED,
+    MAX_SECRETS,
+    PAYMENT_TYPES,
+    RECONCILIATION_DISCREPANCY,
+    WEBHOOK_NAMESPACE,
+)
 from projections.base import RawEvent, ViewProjection, timestamp_us
 from projections.db import ViewDB
 
@@ -95,6 +102,7 @@ CREATED_PAYMENTS = frozenset({"Payment.Requested", BATCH_ITEM})
 BATCH_EVENTS = frozenset(
     f"Batch.{n}" for n in ("Submitted", "GroupRecorded", "Finished", "Rejected", "Cancelled")
 )
+RECONCILED = "Reconciliation.Completed"
 ENDPOINT_EVENTS = frozenset(
     f"WebhookEndpoint.{n}"
     for n in ("Registered", "SecretRotated", "Disabled", "Enabled", "Deleted")
@@ -184,7 +192,9 @@ class WebhooksProjection(ViewProjection):
         "webhook_endpoints": ["tenant"],
         "webhook_outbox": ["endpoint_id, created_us"],
     }
-    HANDLED = frozenset({*CREATED_PAYMENTS, *TYPE_OF_EVENT, *BATCH_EVENTS, *ENDPOINT_EVENTS})
+    HANDLED = frozenset(
+        {*CREATED_PAYMENTS, *TYPE_OF_EVENT, *BATCH_EVENTS, *ENDPOINT_EVENTS, RECONCILED}
+    )
     APPEND_ONLY = frozenset({"webhook_outbox"})
     # A rebuild reads the tables once (through ``before_read``) and then works from memory.
     PIPELINED = True
@@ -442,6 +452,8 @@ class _Page:
             self._batch_item(e)
         elif name in BATCH_EVENTS:
             self._batch_event(e)
+        elif name == RECONCILED:
+            self._reconciled(e)
         else:
             self._endpoint_event(e)
 
@@ -576,6 +588,15 @@ class _Page:
                          lambda: _batch_body(row, d, at, e.version))  # fmt: skip
         else:  # rejected or cancelled: it will never finish
             self.deleted_batches.add(bid)
+
+    def _reconciled(self, e: RawEvent) -> None:
+        """``reconciliation.discrepancy`` when a run found anything but matches and timing."""
+        d = e.data
+        if sum(d["summary"].get(c, {}).get("count", 0) for c in DISCREPANCIES) == 0:
+            return
+        at = timestamp_us(d["timestamp"])
+        self._notify(d["tenant"], RECONCILIATION_DISCREPANCY, "reconciliation", e, at,
+                     lambda: _reconciliation_body(e, at))  # fmt: skip
 
     def _endpoint_event(self, e: RawEvent) -> None:
         self._subscriptions.clear()
@@ -767,6 +788,43 @@ def _batch_body(row: dict[str, Any], finished: dict[str, Any], at_us: int, seque
         "entity_id": row["batch_id"],
         "sequence": sequence,
         "data": batch,
+    }
+    return orjson.dumps(body).decode()
+
+
+def _reconciliation_body(e: RawEvent, at_us: int) -> str:
+    """``reconciliation.discrepancy``: the run's summary as ``GET /v1/reconciliations/{id}``
+    shows it (counts, amounts as decimal strings), the balances' difference, and where to look."""
+    d = e.data
+    currency = d["balances"].get("currency")
+
+    def amount(minor: int) -> str:
+        return format_amount(minor, currency) if currency else str(minor)
+
+    summary = {
+        c: {"count": t.get("count", 0), "amount": amount(t.get("amount_minor", 0))}
+        for c in CATEGORIES
+        for t in [d["summary"].get(c, {})]
+    }
+    difference = d["balances"].get("difference_minor")
+    run = {
+        "id": e.originator_id,
+        "channel": d["channel"],
+        "currency": currency,
+        "line_count": d["line_count"],
+        "discrepancy_count": sum(summary.get(c, {}).get("count", 0) for c in DISCREPANCIES),
+        "summary": summary,
+        "difference": None if difference is None else amount(difference),
+        "items_url": f"/v1/reconciliations/{e.originator_id}/items",
+    }
+    body = {
+        "id": _EVENT_ID_MARK,
+        "type": RECONCILIATION_DISCREPANCY,
+        "created_at": iso(at_us),
+        "entity": "reconciliation",
+        "entity_id": e.originator_id,
+        "sequence": e.version,
+        "data": run,
     }
     return orjson.dumps(body).decode()
 

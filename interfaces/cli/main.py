@@ -10,7 +10,17 @@ from typer.core import TyperGroup
 
 from domain.errors import ValidationError
 from domain.money import format_amount
-from interfaces.cli import accounts, audit, batches, keys, output, payments, principal, views
+from interfaces.cli import (
+    accounts,
+    audit,
+    batches,
+    keys,
+    output,
+    payments,
+    principal,
+    reconcile,
+    views,
+)
 from interfaces.cli import exceptions as exception_commands
 from interfaces.cli import webhooks as webhook_commands
 from interfaces.cli.channel_sim import channel_sim
@@ -45,6 +55,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.add_typer(webhook_commands.app, name="webhooks")
 app.add_typer(exception_commands.app, name="exceptions")
+app.add_typer(reconcile.app, name="reconciliations")
+app.command("reconcile")(reconcile.reconcile)
 app.command("pay", help=payments.PAY_HELP)(payments.pay)
 payments.app.command("list")(views.list_payments)
 accounts.app.command("statement")(views.statement)

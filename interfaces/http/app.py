@@ -33,6 +33,7 @@ from interfaces.http.routes import (
     payments,
     prometheus,
     queries,
+    reconciliations,
 )
 from interfaces.http.routes import exceptions as exception_routes
 from interfaces.http.routes import keys as key_routes
@@ -61,10 +62,14 @@ Real-time payments on an event-sourced double-entry ledger.
 MAX_BODY_BYTES = 64 * 1024
 # A batch of 100,000 items: a pain.001 of 60-110 MB, or a JSON body of about 25 MB.
 MAX_BATCH_BODY_BYTES = 160 * 1024 * 1024
+# A channel statement of a million lines: a CSV of about 120 MB (camt.053 is larger per line).
+MAX_STATEMENT_BODY_BYTES = 1024 * 1024 * 1024
 TAGS = [
     {"name": "payments", "description": "Real-time payments and their audit history"},
     {"name": "batches", "description": "Batch payments: files, approval, items, reports"},
     {"name": "exceptions", "description": "Payments with an unknown outcome, and resolving them"},
+    {"name": "reconciliations",
+     "description": "Channel statements matched against the ledger; discrepancies decided"},
     {"name": "accounts", "description": "Ledger accounts, deposits"},
     {"name": "metrics", "description": "Success rate, volumes and latency from the views"},
     {"name": "keys", "description": "API keys of the caller's tenant (role admin)"},
@@ -130,12 +135,16 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     )
     problems.install(app)
     app.add_middleware(
-        BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={"/v1/batches": MAX_BATCH_BODY_BYTES}
+        BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={
+            "/v1/batches": MAX_BATCH_BODY_BYTES,
+            "/v1/reconciliations": MAX_STATEMENT_BODY_BYTES,
+        },
     )
     # Security headers, CORS and the request log (after every other middleware: outermost).
     security.install(app, settings or (service.settings if service else Settings()))
     for module in (
         queries, payments, batches, accounts, key_routes, health, prometheus, dashboard,
+        reconciliations,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(webhook_routes.router)

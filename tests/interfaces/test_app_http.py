@@ -65,6 +65,7 @@ def test_openapi_documents_bodies_with_examples_and_problems(client: httpx.Clien
     tags = {t["name"] for t in schema["tags"]}
     assert tags == {
         "payments", "batches", "accounts", "metrics", "keys", "webhooks", "health", "exceptions",
+        "reconciliations",
     }  # fmt: skip
     components = schema["components"]["schemas"]
     for name in ("PaymentIn", "AccountIn", "DepositIn", "PaymentOut", "AccountOut", "Problem"):

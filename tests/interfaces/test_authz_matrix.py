@@ -52,6 +52,7 @@ class Side:
     batch: str  # a batch awaiting approval (made by ``admin``)
     failed_batch: str | None = None  # a finished batch with a failed item (retry)
     open_exception: str | None = None  # a payment in exception, never resolved (lists)
+    reconciliation: str | None = None  # a completed reconciliation run (made by ``admin``)
 
     def api(self, base_url: str) -> Api:
         return Api(self.admin.client(base_url))
@@ -242,6 +243,67 @@ def _only_own_exceptions(r: httpx.Response, w: World) -> None:
     assert w.other.open_exception not in {x["payment_id"] for x in r.json()["items"]}
 
 
+def _statement(side: Side, lines: list[str]) -> dict[str, Any]:
+    """A card statement of today (a new file each time: its hash names the run)."""
+    day = datetime.now(UTC).date().isoformat()
+    rows = ["booking_date,reference,payment_id,amount,currency,direction,status,entry_ref",
+            *lines, f"{day},card_matrix_{uuid.uuid4().hex},,1.00,CNY,credit,settled,X1"]
+    return {"data": {"channel": "card", "period_start": day, "period_end": day},
+            "files": {"file": ("s.csv", ("\n".join(rows) + "\n").encode(), "text/csv")}}
+
+
+def _new_run(w: World, side: Side, lines: list[str] | None = None) -> str:
+    with side.admin.client(w.live.base_url) as client:
+        made = client.post("/v1/reconciliations", **_statement(side, lines or []))
+    assert made.status_code == 201, made.text
+    return made.json()["id"]  # type: ignore[no-any-return]
+
+
+def _run(w: World, side: Side) -> str:
+    if side.reconciliation is None:
+        side.reconciliation = _new_run(w, side)
+    return side.reconciliation
+
+
+def _run_item(w: World, side: Side, key: HttpKey, action: str) -> Call:
+    """An item the role can take ``action`` on (own side, allowed); else any item."""
+    allowed = key.role in {"operator", "admin"} and side is w.own
+    run, body, index = _run(w, side), {"reason": "the matrix says so"}, 0
+    if allowed and action == "resolve-exception":
+        payment = _exception_payment(w, side)
+        day = datetime.now(UTC).date().isoformat()
+        run = _new_run(w, side, [f"{day},,{payment},1.00,CNY,credit,settled,E1"])
+        with side.admin.client(w.live.base_url) as client:
+            items = client.get(f"/v1/reconciliations/{run}/items",
+                               params={"category": "status_mismatch"}).json()["items"]  # fmt: skip
+        index = items[0]["index"]
+    elif allowed and action == "accept":
+        run = _new_run(w, side)
+    elif allowed and action == "approve":
+        run, body = _new_run(w, side), {}
+        proposer = side.keys["operator"] if key.role == "admin" else side.admin
+        with proposer.client(w.live.base_url) as client:
+            proposed = client.post(f"/v1/reconciliations/{run}/items/0/accept",
+                                   json={"reason": "proposed for the matrix"})  # fmt: skip
+        assert proposed.status_code == 200, proposed.text
+    elif action == "approve":
+        body = {}
+    if action == "annotate":
+        body = {"note": "seen"}
+    kwargs = {"json": body} if body else {}
+    return ("POST", f"/v1/reconciliations/{run}/items/{index}/{action}", kwargs)
+
+
+def _only_own_runs(r: httpx.Response, w: World) -> None:
+    ids = {run["id"] for run in r.json()["items"]}
+    assert w.other.reconciliation is not None and w.other.reconciliation not in ids
+
+
+def _other_run_list(w: World, side: Side, key: HttpKey) -> Call:
+    _run(w, w.other)
+    return ("GET", "/v1/reconciliations", {})
+
+
 def _only_own_keys(r: httpx.Response, w: World) -> None:
     ids = {k["id"] for k in r.json()["items"]}
     assert ids and not ids & {k.id for k in w.other.keys.values()} and w.other.admin.id not in ids
@@ -341,6 +403,26 @@ ROUTES = [
     Route("resolve pending exceptions", frozenset({"operator", "admin"}),
           Permission.EXCEPTIONS_RESOLVE,
           lambda w, s, k: ("POST", "/v1/exceptions/resolve-pending", {}), by_id=False),
+    Route("reconcile", frozenset({"operator", "admin"}), Permission.RECONCILIATION_DECIDE,
+          lambda w, s, k: ("POST", "/v1/reconciliations", _statement(s, [])), ok=201,
+          by_id=False),
+    Route("list reconciliations", OVERSIGHT, Permission.RECONCILIATION_READ, _other_run_list,
+          other=_only_own_runs, by_id=False),
+    Route("get reconciliation", OVERSIGHT, Permission.RECONCILIATION_READ,
+          lambda w, s, k: ("GET", f"/v1/reconciliations/{_run(w, s)}", {})),
+    Route("reconciliation items", OVERSIGHT, Permission.RECONCILIATION_READ,
+          lambda w, s, k: ("GET", f"/v1/reconciliations/{_run(w, s)}/items", {})),
+    Route("reconciliation export", OVERSIGHT, Permission.RECONCILIATION_READ,
+          lambda w, s, k: ("GET", f"/v1/reconciliations/{_run(w, s)}/export", {})),
+    Route("annotate reconciliation item", frozenset({"operator", "admin"}),
+          Permission.RECONCILIATION_DECIDE, lambda w, s, k: _run_item(w, s, k, "annotate")),
+    Route("resolve reconciliation item exception", frozenset({"operator", "admin"}),
+          Permission.EXCEPTIONS_RESOLVE,
+          lambda w, s, k: _run_item(w, s, k, "resolve-exception")),
+    Route("accept reconciliation item", frozenset({"operator", "admin"}),
+          Permission.RECONCILIATION_DECIDE, lambda w, s, k: _run_item(w, s, k, "accept")),
+    Route("approve reconciliation item", frozenset({"operator", "admin"}),
+          Permission.RECONCILIATION_DECIDE, lambda w, s, k: _run_item(w, s, k, "approve")),
 ]  # fmt: skip
 CASES = [
     pytest.param(route, role, side, id=f"{route.name}-{role}-{side}")
@@ -356,6 +438,7 @@ NOT_FOUND = {
     "webhook-endpoints": "webhook_endpoint_not_found",
     "batches": "batch_not_found",
     "exceptions": "payment_not_found",
+    "reconciliations": "reconciliation_not_found",
 }
 
 
@@ -428,6 +511,14 @@ def test_the_matrix_covers_every_route(world: World) -> None:
         ("POST", "/v1/batches/{batch_id}/cancel"), ("POST", "/v1/batches/{batch_id}/retry"),
         ("GET", "/v1/exceptions"), ("POST", "/v1/exceptions/{payment_id}/resolve"),
         ("POST", "/v1/exceptions/resolve-pending"),
+        ("POST", "/v1/reconciliations"), ("GET", "/v1/reconciliations"),
+        ("GET", "/v1/reconciliations/{reconciliation_id}"),
+        ("GET", "/v1/reconciliations/{reconciliation_id}/items"),
+        ("GET", "/v1/reconciliations/{reconciliation_id}/export"),
+        ("POST", "/v1/reconciliations/{reconciliation_id}/items/{index}/annotate"),
+        ("POST", "/v1/reconciliations/{reconciliation_id}/items/{index}/resolve-exception"),
+        ("POST", "/v1/reconciliations/{reconciliation_id}/items/{index}/accept"),
+        ("POST", "/v1/reconciliations/{reconciliation_id}/items/{index}/approve"),
     }  # fmt: skip
 
 

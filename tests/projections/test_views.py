@@ -109,7 +109,9 @@ def test_a_page_that_fails_half_way_commits_nothing_and_the_retry_counts_once(
         runner.catch_up()
     committed = ProjectionRunner(service.app, read.runner.db).read_positions()
     # Two pages of seven committed, for every projection alike: the third left no trace.
-    assert committed == {"payments": 14, "accounts": 14, "webhooks": 14, "batches": 14}
+    assert committed == {
+        "payments": 14, "accounts": 14, "webhooks": 14, "batches": 14, "reconciliations": 14,
+    }
 
     monkeypatch.setattr(AccountsProjection, "process_page", original)
     resumed = ProjectionRunner(service.app, read.runner.db, page_size=7)

@@ -78,8 +78,7 @@ class EndpointIn(BaseModel):
     events: list[EventType] = Field(
         min_length=1,
         max_length=len(EVENT_TYPES),
-        description="The event types to receive (`reconciliation.discrepancy` is reserved: "
-        "accepted, not emitted yet)",
+        description="The event types to receive",
     )
     description: Annotated[StrictStr, StringConstraints(max_length=MAX_DESCRIPTION)] = ""
 
