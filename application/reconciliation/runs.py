@@ -113,6 +113,47 @@ def correction_amount(item: dict[str, Any], channel: str) -> int:
     return difference if direction == "credit" else -difference
 
 
+def period_of(
+    start: str | None, end: str | None, lines: Callable[[], Iterable[Any]]
+) -> tuple[date, date]:
+    """The period a statement covers: the dates given (``YYYY-MM-DD``, or an ISO time whose
+    date is taken), else the statement's own first and last booking dates (one pass over
+    ``lines()``)."""
+    first, last = _day(start, "period_start"), _day(end, "period_end")
+    if first is None or last is None:
+        low: date | None = None
+        high: date | None = None
+        for line in lines():
+            day = line.booked_on
+            low = day if low is None or day < low else low
+            high = day if high is None or day > high else high
+        if low is None or high is None:
+            raise ValidationError.single(
+                "period_start",
+                "the statement has no lines: give period_start and period_end",
+                "missing",
+            )
+        first = first or low
+        last = last or (high if first <= high else first)
+    return first, last
+
+
+def _day(text: str | None, field_name: str) -> date | None:
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+    except ValueError:
+        raise ValidationError.single(
+            field_name, "must be a date, YYYY-MM-DD (or an ISO 8601 time)", "invalid_date"
+        ) from None
+
+
 class Matcher(Protocol):
     """What the read side's matcher offers (projections.reconciliation_matching.Matcher)."""
 

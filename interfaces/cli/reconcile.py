@@ -5,7 +5,6 @@ category) and CSV export, and decide discrepancies."""
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -19,6 +18,7 @@ from application.reconciliation.runs import (
     ReconciliationNotFound,
     StartReconciliation,
     correction_amount,
+    period_of,
 )
 from application.reconciliation.statements import read_statement, sniff_format
 from domain.errors import ValidationError
@@ -74,7 +74,12 @@ def reconcile(
     category (the same file again shows its earlier run)."""
     sha256, size, head = _digest(file)
     file_format = sniff_format(head)
-    start, end = _period(file, file_format, period_start, period_end)
+
+    def scan() -> Any:
+        with file.open("rb") as f:
+            yield from read_statement(f, format=file_format)
+
+    start, end = period_of(period_start, period_end, scan)
     cmd = StartReconciliation(
         channel=channel, period_start=start, period_end=end, file_sha256=sha256,
         file_name=file.name[:255], file_format=file_format, file_size=size,
@@ -323,27 +328,3 @@ def _digest(file: Path) -> tuple[str, int, bytes]:
     if size == 0:
         raise ValidationError.single("file", "the statement file is empty", "empty")
     return digest.hexdigest(), size, head
-
-
-def _period(file: Path, file_format: str, start: str | None, end: str | None) -> tuple[date, date]:
-    """The period given, else the statement's own booking dates (one pass over it)."""
-    try:
-        first = date.fromisoformat(start) if start else None
-        last = date.fromisoformat(end) if end else None
-    except ValueError as e:
-        raise ValidationError.single("period", "dates are YYYY-MM-DD", "invalid_date") from e
-    if first is None or last is None:
-        low: date | None = None
-        high: date | None = None
-        with file.open("rb") as f:
-            for line in read_statement(f, format=file_format):
-                day = line.booked_on
-                low = day if low is None or day < low else low
-                high = day if high is None or day > high else high
-        if low is None or high is None:
-            raise ValidationError.single(
-                "period_start", "the statement has no lines: give --period-start and --period-end"
-            )
-        first = first or low
-        last = last or (high if first <= high else first)
-    return first, last

@@ -676,8 +676,11 @@ def _usd_row2(rows: list[str]) -> list[str]:
 
 BAD_INPUT: dict[str, tuple[dict[str, Any], Callable[[Shop], bytes] | None, str]] = {
     "no_channel": ({"channel": None}, None, "channel"),
-    "no_period_start": ({"period_start": None}, None, "period_start"),
-    "no_period_end": ({"period_end": None}, None, "period_end"),
+    "no_period_and_no_lines": (
+        {"period_start": None, "period_end": None},
+        lambda s: _csv_with(s, lambda r: r[:1]),
+        "period_start",
+    ),
     "bad_period_start": ({"period_start": "2026-02-30"}, None, "period_start"),
     "bad_period_end": ({"period_end": "tomorrow"}, None, "period_end"),
     "end_before_start": (
@@ -705,6 +708,21 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], Callable[[Shop], bytes] | None, str]]
     "empty_file": ({}, lambda s: b"", "file"),
     "blank_file": ({}, lambda s: b"\n  \n", "file"),
 }
+
+
+def test_the_period_defaults_to_the_statements_booking_dates(shop: Shop) -> None:
+    """Without period fields the statement's own first and last booking dates are the period;
+    an ISO time is taken for its date."""
+    body = csv_bytes(shop.faithful_lines())
+    response = shop.reconcile(body, period_start=None, period_end=None)
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert (run["period_start"], run["period_end"]) == (today().isoformat(),) * 2
+    assert run["summary"] == FAITHFUL
+    other = _csv_with(shop, lambda rows: rows[:-1])  # another file: a new run
+    timed = shop.reconcile(other, period_start=f"{today().isoformat()}T00:00:00Z", period_end=None)
+    assert timed.status_code == 201, timed.text
+    assert timed.json()["period_start"] == today().isoformat()
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUT))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterator
-from datetime import date
 from typing import IO, Annotated, Any
 from uuid import UUID
 
@@ -22,6 +21,7 @@ from application.reconciliation.runs import (
     ReconciliationResult,
     StartReconciliation,
     correction_amount,
+    period_of,
 )
 from application.reconciliation.statements import read_statement, sniff_format
 from domain.errors import FieldError, ValidationError
@@ -72,11 +72,19 @@ ItemIndex = Annotated[int, Path(ge=0, le=10**9, description="The item's index in
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "required": ["channel", "period_start", "period_end", "file"],
+                        "required": ["channel", "file"],
                         "properties": {
                             "channel": {"type": "string", "enum": list(CHANNELS_RECONCILED)},
-                            "period_start": {"type": "string", "format": "date"},
-                            "period_end": {"type": "string", "format": "date"},
+                            "period_start": {
+                                "type": "string",
+                                "format": "date",
+                                "description": "Default: the statement's first booking date",
+                            },
+                            "period_end": {
+                                "type": "string",
+                                "format": "date",
+                                "description": "Inclusive. Default: its last booking date",
+                            },
                             "file": {"type": "string", "format": "binary"},
                             "tolerance_days": {"type": "integer", "minimum": 0, "maximum": 31},
                             "timing_window_minutes": {
@@ -110,18 +118,25 @@ async def start_reconciliation(
         raise ValidationError.single("file", "attach the statement as the field 'file'", "missing")
     errors: list[FieldError] = []
     channel = _text(form.get("channel"), "channel", errors)
-    start = _day(form.get("period_start"), "period_start", errors)
-    end = _day(form.get("period_end"), "period_end", errors)
     tolerance = _int(form.get("tolerance_days"), "tolerance_days", 1, errors)
     window = _int(form.get("timing_window_minutes"), "timing_window_minutes", 10, errors)
     if errors:
         raise ValidationError(errors)
-    assert channel is not None and start is not None and end is not None
+    assert channel is not None
     stream: IO[bytes] = upload.file
     sha256, size, head = await asyncio.to_thread(_digest, stream)
+    file_format = sniff_format(head)
+
+    def lines() -> Any:
+        stream.seek(0)
+        return read_statement(stream, format=file_format)
+
+    start, end = await asyncio.to_thread(
+        period_of, _optional(form.get("period_start")), _optional(form.get("period_end")), lines
+    )
     cmd = StartReconciliation(
         channel=channel, period_start=start, period_end=end, file_sha256=sha256,
-        file_name=(upload.filename or "")[:255] or None, file_format=sniff_format(head),
+        file_name=(upload.filename or "")[:255] or None, file_format=file_format,
         file_size=size, tolerance_days=tolerance, timing_window_minutes=window,
     )  # fmt: skip
     result = await run_reconciliation(request, cmd, principal, stream)
@@ -401,15 +416,8 @@ def _text(value: Any, name: str, errors: list[FieldError]) -> str | None:
     return value.strip()
 
 
-def _day(value: Any, name: str, errors: list[FieldError]) -> date | None:
-    text = _text(value, name, errors)
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        errors.append(FieldError(name, "must be a date, YYYY-MM-DD", "invalid_date"))
-        return None
+def _optional(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _int(value: Any, name: str, default: int, errors: list[FieldError]) -> int:
