@@ -37,6 +37,7 @@ from application.payments import ABANDON_GRACE
 from application.results import PaymentResult
 from application.unit_of_work import UnitOfWork
 from domain.accounts import Account
+from domain.batches import Batch
 from domain.errors import LedgerInvariantBroken, PaymentNotFound, ValidationError
 from domain.ledger import JournalEntry
 from domain.payments import (
@@ -415,6 +416,7 @@ class ExceptionHandlers:
         accounts = ensure_entry_accounts(uow, payment, entry)
         if payment.batch_item is not None:
             _post_from_batch_hold(entry, accounts, payment, at=uow.now, actor=actor)
+            _batch_item_resolved(uow, payment, "succeeded", actor, None, reference)
         else:
             post_entry(entry, accounts, payment.id, at=uow.now, actor=actor)
         payment.resolve_exception(
@@ -445,6 +447,7 @@ class ExceptionHandlers:
                 holder.release_part(
                     UUID(payment.batch_id), payment.amount_minor, at=uow.now, actor=actor
                 )
+                _batch_item_resolved(uow, payment, "failed", actor, code, reference)
             else:
                 holder.release(payment.id, at=uow.now, actor=actor)
         payment.resolve_exception(
@@ -452,6 +455,22 @@ class ExceptionHandlers:
             abandoned_after=self.abandoned_after, channel_reference=reference, code=code,
             message=message,
         )  # fmt: skip
+
+
+def _batch_item_resolved(
+    uow: UnitOfWork, payment: Payment, outcome: str, actor: str, code: str | None,
+    reference: str | None,
+) -> None:  # fmt: skip
+    """The item's batch counts it under its outcome now, in the same save."""
+    assert payment.batch_id is not None and payment.batch_item is not None
+    batch = uow.get(UUID(payment.batch_id), Batch)
+    if batch is None:
+        raise LedgerInvariantBroken(f"batch {payment.batch_id} of {payment.id} is missing")
+    item = payment.batch_item
+    batch.record_item_resolved(
+        item["index"], item["attempt"], outcome, payment.amount_minor, at=uow.now, actor=actor,
+        code=code, channel_reference=reference,
+    )  # fmt: skip
 
 
 def _post_from_batch_hold(

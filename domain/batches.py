@@ -222,6 +222,27 @@ class Batch(Aggregate):
             aggregate.held_minor += self.reserved_minor
             aggregate.finished_at = None
 
+    class ItemResolved(Event):
+        """An item whose outcome was unknown was resolved later (the exception resolver, an
+        operator, reconciliation): its count and amount move from ``exception`` to its outcome,
+        and its part of the hold was used or given back in the same save. The batch's final
+        status stays what its run ended with."""
+
+        index: int
+        attempt: int
+        outcome: str  # succeeded | failed
+        amount_minor: int
+        code: str | None  # why it failed
+        channel_reference: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            for book, n in ((aggregate.counts, 1), (aggregate.amounts, self.amount_minor)):
+                book["exception"] = book.get("exception", 0) - n
+                book[self.outcome] = book.get(self.outcome, 0) + n
+            aggregate.held_minor -= self.amount_minor
+            if str(self.index) in aggregate.outcomes:
+                aggregate.outcomes[str(self.index)] = self.outcome
+
     if TYPE_CHECKING:
         tenant: str
         client: str
@@ -369,6 +390,20 @@ class Batch(Aggregate):
             reserved_minor=reserved_minor,
         )  # fmt: skip
         return attempt
+
+    def record_item_resolved(
+        self, index: int, attempt: int, outcome: str, amount_minor: int, *, at: datetime,
+        actor: str, code: str | None = None, channel_reference: str | None = None,
+    ) -> None:  # fmt: skip
+        if outcome not in ("succeeded", "failed"):
+            raise IllegalTransition(f"an item resolves to succeeded or failed, not {outcome!r}")
+        if self.counts.get("exception", 0) < 1 or self.amounts.get("exception", 0) < amount_minor:
+            raise IllegalTransition(f"batch {self.id} has no item {index} in exception")
+        self.trigger_event(
+            self.ItemResolved, timestamp=at, actor=actor, index=index, attempt=attempt,
+            outcome=outcome, amount_minor=amount_minor, code=code,
+            channel_reference=channel_reference,
+        )  # fmt: skip
 
     def _check_status(self, expected: BatchStatus, doing: str) -> None:
         if self.current_status is not expected:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from operator import itemgetter
 from typing import Any, ClassVar
+from uuid import UUID
 
+from domain.payments import batch_item_payment_id
 from projections.base import RawEvent, ViewProjection, timestamp_us
 
 BATCH_COLUMNS = (
@@ -77,7 +79,8 @@ class BatchesProjection(ViewProjection):
         | {
             f"Batch.{n}"
             for n in ("Submitted", "Approved", "Rejected", "Cancelled", "ProcessingStarted",
-                      "GroupReserved", "GroupRecorded", "Deferred", "Finished", "RetryRequested")
+                      "GroupReserved", "GroupRecorded", "Deferred", "Finished", "RetryRequested",
+                      "ItemResolved")
         }
     )  # fmt: skip
 
@@ -189,6 +192,16 @@ def _apply(
             row[f"{outcome}_count"] += n
         for outcome, n in d["amounts"].items():
             row[f"{outcome}_minor"] += n
+    elif name == "Batch.ItemResolved":  # an exception resolved later: its outcome now
+        outcome, amount = d["outcome"], d["amount_minor"]
+        row["exception_count"] -= 1
+        row[f"{outcome}_count"] += 1
+        row["exception_minor"] -= amount
+        row[f"{outcome}_minor"] += amount
+        payment_id = str(batch_item_payment_id(UUID(e.originator_id), d["index"], d["attempt"]))
+        item_updates[item_id(e.originator_id, d["index"])] = (
+            outcome, d["code"], None, payment_id, d["attempt"], d["channel_reference"], at, e.id,
+        )  # fmt: skip
     elif name == "Batch.Deferred":
         row["status"], row["run_on"] = "scheduled", _day(d["run_on"])
     elif name == "Batch.Finished":

@@ -100,7 +100,8 @@ FINAL_STATES = frozenset({"succeeded", "failed", "rejected"})
 BATCH_ITEM = "Payment.BatchItemProcessed"
 CREATED_PAYMENTS = frozenset({"Payment.Requested", BATCH_ITEM})
 BATCH_EVENTS = frozenset(
-    f"Batch.{n}" for n in ("Submitted", "GroupRecorded", "Finished", "Rejected", "Cancelled")
+    f"Batch.{n}"
+    for n in ("Submitted", "GroupRecorded", "ItemResolved", "Finished", "Rejected", "Cancelled")
 )
 RECONCILED = "Reconciliation.Completed"
 ENDPOINT_EVENTS = frozenset(
@@ -581,6 +582,13 @@ class _Page:
                 row[f"{outcome}_count"] += n
             for outcome, n in d["amounts"].items():
                 row[f"{outcome}_minor"] += n
+            self.changed_batches.add(bid)
+        elif name == "Batch.ItemResolved":
+            outcome, amount = d["outcome"], d["amount_minor"]
+            row["exception_count"] -= 1
+            row[f"{outcome}_count"] += 1
+            row["exception_minor"] -= amount
+            row[f"{outcome}_minor"] += amount
             self.changed_batches.add(bid)
         elif name == "Batch.Finished":
             at = timestamp_us(d["timestamp"])

@@ -552,6 +552,17 @@ def test_batch_items_in_exception_are_resolved_from_the_batch_hold(world: World)
     )
     assert svc.trial_balance()["totals"] == {"EUR": 0}
     d.check_books()
+    # The batch counts each item under its outcome now (Batch.ItemResolved), and so do its views.
+    after = svc.batches.get(batch.id, maker)
+    assert after.counts == {"succeeded": 2, "failed": 1, "exception": 0}
+    assert after.amounts == {"succeeded": 3_000, "failed": 3_000, "exception": 0}
+    assert after.held_minor == 0 and after.status == "completed_with_failures"
+    world.read.catch_up()
+    page = world.read.batches.items("t1", batch.id)
+    assert [(i.index, i.status, i.reason_code) for i in page.items] == [
+        (0, "succeeded", None), (1, "succeeded", None), (2, "failed", "AC04"),
+    ]  # fmt: skip
+    assert page.items[1].payment_id == str(item1)
 
 
 # --- the view ------------------------------------------------------------------------------------
