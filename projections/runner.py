@@ -373,10 +373,16 @@ class LogReader:
                 # No upper bound in the query (``stop`` is applied to the rows read): with a
                 # bound whose selectivity it cannot know, the planner may sort the whole rest
                 # of the log instead of walking the index, for every page.
+                # At most PAGE_BYTES_MAX of states (the first row whatever its size): the
+                # server stops sending there, so large events never arrive a thousand at once
+                # (octet_length reads a stored value's size without decompressing it).
                 self._statement = SQL(
                     "SELECT notification_id, originator_id::text, originator_version, topic, "
-                    "state FROM {schema}.{table} WHERE notification_id > %s "
-                    "ORDER BY notification_id LIMIT %s"
+                    "state FROM (SELECT notification_id, originator_id, originator_version, "
+                    "topic, state, sum(octet_length(state)) OVER (ORDER BY notification_id) "
+                    "AS upto FROM {schema}.{table} WHERE notification_id > %s "
+                    "ORDER BY notification_id LIMIT %s) AS page "
+                    "WHERE upto <= %s OR upto = octet_length(state) ORDER BY notification_id"
                 ).format(
                     schema=Identifier(self.recorder.datastore.schema),
                     table=Identifier(self.recorder.events_table_name),
@@ -390,7 +396,7 @@ class LogReader:
                 start=start, limit=limit, stop=stop, inclusive_of_start=False
             )
             return decode(notifications, self.mapper)
-        return decode_rows(_within_bytes(self._rows(start, limit, stop)), self.mapper)
+        return decode_rows(self._rows(start, limit, stop), self.mapper)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _postgres_rows(self, start: int, limit: int, stop: int | None) -> list[Any]:
@@ -401,7 +407,7 @@ class LogReader:
             datastore.get_connection() as conn,
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            curs.execute(self._statement, (start, limit), prepare=True)
+            curs.execute(self._statement, (start, limit, PAGE_BYTES_MAX), prepare=True)
             rows = curs.fetchall()
         if stop is not None and rows and rows[-1][0] > stop:
             rows = [r for r in rows if r[0] <= stop]
@@ -413,21 +419,25 @@ class LogReader:
             cursor = c.sqlite_cursor
             cursor.row_factory = None  # plain tuples
             cursor.execute(self._statement, (start, 2**63 - 1 if stop is None else stop, limit))
-            rows = cursor.fetchall()
+            rows = _within_bytes(cursor)  # SQLite reads a row when it is asked for it
         # An id stored in another form than 32 hex digits: read as the library reads it.
         return [r if len(r[1]) == 36 else (r[0], str(UUID(r[1])), *r[2:]) for r in rows]
 
 
-def _within_bytes(rows: list[Any], cap: int = PAGE_BYTES_MAX) -> list[Any]:
+def _within_bytes(rows: Iterable[Any], cap: int | None = None) -> list[Any]:
     """The first rows whose stored states add up to at most ``cap`` bytes (at least one): a
-    page of large events (a reconciliation's result chunks, a batch's items) is decoded a part
-    at a time, so memory stays bounded whatever the events hold. The rest is the next page."""
+    page of large events (a reconciliation's result chunks, a batch's items) is read and
+    decoded a part at a time, so memory stays bounded whatever the events hold. The rest is
+    the next page. (PostgreSQL applies the same cap in its query.)"""
+    cap = PAGE_BYTES_MAX if cap is None else cap
+    taken: list[Any] = []
     total = 0
-    for n, row in enumerate(rows):
+    for row in rows:
         total += len(row[4])
-        if total > cap and n:
-            return rows[:n]
-    return rows
+        if total > cap and taken:
+            break
+        taken.append(row)
+    return taken
 
 
 class Leadership:

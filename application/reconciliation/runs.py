@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(minutes=10)  # a run still "running" this long after it began has died
-SAVE_CHUNKS = 10  # result chunks per write transaction (50,000 items)
+SAVE_CHUNKS = 4  # result chunks per write transaction (20,000 items)
 SYSTEM_ACTOR = "system"
 CHANNELS_RECONCILED = ("card", "alipay", "wechat_pay", "bank_transfer")
 
