@@ -15,9 +15,8 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-from application.batch_files.pain002 import write_pain002
-
 from application.batch_files.model import StatusReport, TransactionStatus
+from application.batch_files.pain002 import write_pain002
 from application.batches.results import BatchResult
 from domain.money import format_amount
 from projections.batch_queries import ItemRow

@@ -68,8 +68,10 @@ TAGS = [
     {"name": "payments", "description": "Real-time payments and their audit history"},
     {"name": "batches", "description": "Batch payments: files, approval, items, reports"},
     {"name": "exceptions", "description": "Payments with an unknown outcome, and resolving them"},
-    {"name": "reconciliations",
-     "description": "Channel statements matched against the ledger; discrepancies decided"},
+    {
+        "name": "reconciliations",
+        "description": "Channel statements matched against the ledger; discrepancies decided",
+    },
     {"name": "accounts", "description": "Ledger accounts, deposits"},
     {"name": "metrics", "description": "Success rate, volumes and latency from the views"},
     {"name": "keys", "description": "API keys of the caller's tenant (role admin)"},
@@ -135,7 +137,9 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     )
     problems.install(app)
     app.add_middleware(
-        BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={
+        BodySizeLimit,
+        max_bytes=MAX_BODY_BYTES,
+        larger={
             "/v1/batches": MAX_BATCH_BODY_BYTES,
             "/v1/reconciliations": MAX_STATEMENT_BODY_BYTES,
         },

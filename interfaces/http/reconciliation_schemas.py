@@ -76,7 +76,6 @@ class ReconciliationOut(BaseModel):
             attempt=row["attempt"],
         )  # fmt: skip
 
-
     @classmethod
     def of_result(cls, run: ReconciliationResult) -> ReconciliationOut:
         """From the command's answer (the aggregate), not the view: consistent at once."""

@@ -246,10 +246,15 @@ def _only_own_exceptions(r: httpx.Response, w: World) -> None:
 def _statement(side: Side, lines: list[str]) -> dict[str, Any]:
     """A card statement of today (a new file each time: its hash names the run)."""
     day = datetime.now(UTC).date().isoformat()
-    rows = ["booking_date,reference,payment_id,amount,currency,direction,status,entry_ref",
-            *lines, f"{day},card_matrix_{uuid.uuid4().hex},,1.00,CNY,credit,settled,X1"]
-    return {"data": {"channel": "card", "period_start": day, "period_end": day},
-            "files": {"file": ("s.csv", ("\n".join(rows) + "\n").encode(), "text/csv")}}
+    rows = [
+        "booking_date,reference,payment_id,amount,currency,direction,status,entry_ref",
+        *lines,
+        f"{day},card_matrix_{uuid.uuid4().hex},,1.00,CNY,credit,settled,X1",
+    ]
+    return {
+        "data": {"channel": "card", "period_start": day, "period_end": day},
+        "files": {"file": ("s.csv", ("\n".join(rows) + "\n").encode(), "text/csv")},
+    }
 
 
 def _new_run(w: World, side: Side, lines: list[str] | None = None) -> str:

@@ -110,7 +110,11 @@ def test_a_page_that_fails_half_way_commits_nothing_and_the_retry_counts_once(
     committed = ProjectionRunner(service.app, read.runner.db).read_positions()
     # Two pages of seven committed, for every projection alike: the third left no trace.
     assert committed == {
-        "payments": 14, "accounts": 14, "webhooks": 14, "batches": 14, "reconciliations": 14,
+        "payments": 14,
+        "accounts": 14,
+        "webhooks": 14,
+        "batches": 14,
+        "reconciliations": 14,
     }
 
     monkeypatch.setattr(AccountsProjection, "process_page", original)
