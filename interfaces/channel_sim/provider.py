@@ -3,8 +3,10 @@
 Deterministic triggers are the sandbox's (application/channels/sandbox.py): card numbers,
 wallet payer ids and IBAN suffixes that decline or time out. Random faults are drawn from the
 seeded source, four draws per new request in a fixed order, so one seed replays one run.
-A payment id seen before is answered from the record, with no fault: that is what makes a retry
-after a timeout or a dropped answer safe.
+A payment id seen before is answered from the record (never charged again): that is what makes
+a retry after a timeout or a dropped answer safe. The call itself can still fail as any call
+can (a 503, a timeout, a dropped answer, drawn again), and a charge whose trigger times out
+never gets a timely answer to a charge request: only the status query tells what happened.
 """
 
 from __future__ import annotations
@@ -113,12 +115,20 @@ class Provider:
     def _decide(
         self, orders: list[ChargeOrder], known: dict[str, Charge], claimed: list[ChargeOrder]
     ) -> Handled:
-        if not claimed:  # all seen before: the recorded answers, no fault
-            return Handled(Delivery.ANSWER, tuple(known[o.payment_id] for o in orders))
         call = self._draw()
+        # A charge whose trigger times out is never answered in time, even when asked again.
+        stuck = any(trigger(o)[0] == TIMEOUT for o in orders)
+        if not claimed:  # all seen before: the recorded answers, through this call's faults
+            if call.error:
+                return Handled(Delivery.UNAVAILABLE)
+            delivery = (
+                Delivery.TIMEOUT if stuck or call.timeout
+                else Delivery.DROP if call.drop else Delivery.ANSWER
+            )  # fmt: skip
+            return Handled(delivery, tuple(known[o.payment_id] for o in orders))
         if call.error:
             return Handled(Delivery.UNAVAILABLE)
-        timed_out = call.timeout
+        timed_out = call.timeout or stuck
         for order in claimed:
             verdict, code, message = trigger(order)
             decline = self._draw().decline if len(claimed) > 1 else call.decline

@@ -126,31 +126,48 @@ def test_a_read_timeout_is_unknown_but_the_charge_was_made(sim: SimulatorProcess
     assert sim.health()["deliveries"].get("timeout", 0) >= 1
 
 
+def test_a_charge_never_answered_in_time_is_unknown_and_its_status_tells(
+    sim: SimulatorProcess,
+) -> None:
+    """The timeout trigger: charged, and no charge request about it is answered in time (the
+    retry neither): unknown to the caller, ``exception``; the status query says it succeeded."""
+    request = card_charge(CARD_TIMEOUT)
+    before = sim.health()["charges"]
+    ch = channel(sim.base_url, read_timeout_s=0.3, retries=1)
+    result, status = run(execute_then_status(ch, request))
+    assert result.outcome is ChannelOutcome.UNKNOWN
+    assert status is not None and status.outcome is ChannelOutcome.SUCCEEDED
+    assert status.reference == reference_of("card", str(request.payment_id))
+    assert sim.health()["charges"] == before + 1
+
+
+def _seed_for_fault_then_none(draw: int, rate: float) -> int:
+    """A seed whose first call draws fault ``draw`` (0 error, 1 decline, 2 timeout, 3 drop:
+    the simulator's order, four draws per call) and whose second call does not."""
+    for seed in range(10_000):
+        draws = random.Random(seed)
+        first = [draws.random() for _ in range(4)]
+        second = [draws.random() for _ in range(4)]
+        if first[draw] < rate <= second[draw]:
+            return seed
+    raise AssertionError("no seed")
+
+
 def test_a_retry_after_a_timeout_gets_the_first_answer_and_charges_once(
     sim: SimulatorProcess,
 ) -> None:
-    request = card_charge(CARD_TIMEOUT)
+    sim.configure(timeout_rate=0.5, timeout_s=2, seed=_seed_for_fault_then_none(2, 0.5))
+    request = card_charge()
     before = sim.health()["charges"]
-    result, _status = run(execute_then_status(channel(sim.base_url, read_timeout_s=0.3), request))
+    ch = channel(sim.base_url, read_timeout_s=0.3, retries=1)
+    result, _status = run(execute_then_status(ch, request))
     assert result.outcome is ChannelOutcome.SUCCEEDED  # the retry was answered from the record
     assert result.reference == reference_of("card", str(request.payment_id))
     assert sim.health()["charges"] == before + 1
 
 
-def _seed_for_503_then_success(rate: float) -> int:
-    """A seed whose first request draws a 503 and whose second does not (the simulator draws
-    error, decline, timeout, drop per new request, in that order)."""
-    for seed in range(10_000):
-        draws = random.Random(seed)
-        first = [draws.random() for _ in range(4)]
-        second = [draws.random() for _ in range(4)]
-        if first[0] < rate <= second[0]:
-            return seed
-    raise AssertionError("no seed")
-
-
 def test_a_503_is_retried_and_the_retry_succeeds(sim: SimulatorProcess) -> None:
-    sim.configure(error_rate=0.5, seed=_seed_for_503_then_success(0.5))
+    sim.configure(error_rate=0.5, seed=_seed_for_fault_then_none(0, 0.5))
     before = sim.health()["deliveries"].get("unavailable", 0)
     request = card_charge()
     result, status = run(execute_then_status(channel(sim.base_url, retries=1), request))
@@ -179,7 +196,7 @@ def test_a_dropped_answer_is_unknown_but_the_charge_exists(sim: SimulatorProcess
 
 
 def test_a_dropped_answer_is_retried_safely(sim: SimulatorProcess) -> None:
-    sim.configure(drop_rate=1.0)
+    sim.configure(drop_rate=0.5, seed=_seed_for_fault_then_none(3, 0.5))
     before = sim.health()
     request = card_charge()
     result, _status = run(execute_then_status(channel(sim.base_url, retries=1), request))
@@ -187,6 +204,14 @@ def test_a_dropped_answer_is_retried_safely(sim: SimulatorProcess) -> None:
     after = sim.health()
     assert after["charges"] == before["charges"] + 1
     assert after["deliveries"]["drop"] == before["deliveries"].get("drop", 0) + 1
+
+
+def test_answers_that_always_drop_leave_the_outcome_unknown(sim: SimulatorProcess) -> None:
+    sim.configure(drop_rate=1.0, seed=1)
+    request = card_charge()
+    result, status = run(execute_then_status(channel(sim.base_url, retries=2), request))
+    assert result.outcome is ChannelOutcome.UNKNOWN
+    assert status is not None and status.outcome is ChannelOutcome.SUCCEEDED
 
 
 def test_nothing_listening_is_failed_unreachable() -> None:

@@ -164,15 +164,38 @@ def test_a_timeout_charges_then_holds_the_answer(app: FastAPI, body: dict[str, A
     assert app.state.provider.deliveries["timeout"] == 1
 
 
-def test_the_timeout_rate_and_a_retry_answered_at_once(sim: httpx.Client) -> None:
+def test_the_timeout_rate_holds_every_answer_and_a_retry_charges_nothing_more(
+    sim: httpx.Client,
+) -> None:
+    """A slow provider is slow for every call, a replay of a charge too (never charged again);
+    once it answers in time, the replay gets the recorded charge at once."""
     sim.put("/_sim/config", json={"timeout_rate": 1.0, "timeout_s": 0.5})
     body = card_body()
     started = time.monotonic()
-    assert post_charge(sim, body).json()["status"] == "succeeded"
+    first = post_charge(sim, body).json()
+    assert first["status"] == "succeeded"
     assert time.monotonic() - started >= 0.5
     started = time.monotonic()
-    assert post_charge(sim, body).json()["status"] == "succeeded"  # the record, no fault
+    assert post_charge(sim, body).json() == first  # held again: the same record
+    assert time.monotonic() - started >= 0.5
+    sim.put("/_sim/config", json={"timeout_rate": 0.0})
+    started = time.monotonic()
+    assert post_charge(sim, body).json() == first
     assert time.monotonic() - started < 0.4
+    assert sim.get("/health").json()["charges"] == 1
+
+
+def test_a_timeout_trigger_is_never_answered_in_time_but_its_status_is(
+    sim: httpx.Client,
+) -> None:
+    sim.put("/_sim/config", json={"timeout_s": 0.3})
+    body = card_body(CARD_TIMEOUT)
+    for _ in range(2):  # the first request and a retry: both held
+        started = time.monotonic()
+        assert post_charge(sim, body).json()["status"] == "succeeded"
+        assert time.monotonic() - started >= 0.3
+    status = sim.get(f"/charges/{body['payment_id']}")
+    assert status.status_code == 200 and status.json()["status"] == "succeeded"
 
 
 def test_a_503_charges_nothing_and_a_retry_is_safe(sim: httpx.Client) -> None:
@@ -196,15 +219,18 @@ def test_an_answer_dropped_after_the_charge(app: FastAPI) -> None:
             client.post("/charges", json=body)
         status = client.get(f"/charges/{body['payment_id']}")
         assert status.status_code == 200 and status.json()["status"] == "succeeded"
-        retry = client.post("/charges", json=body)  # a new charge would drop; a replay doesn't
-        assert retry.status_code == 200 and retry.json() == status.json()
+        with pytest.raises(httpx.RemoteProtocolError):  # the replay's answer drops too
+            client.post("/charges", json=body)
         payouts = {"charges": [payout_body(), payout_body()]}
         with pytest.raises(httpx.RemoteProtocolError):
             client.post("/charges/batch", json=payouts)
+        app.state.knobs.config = app.state.knobs.config.model_copy(update={"drop_rate": 0.0})
+        retry = client.post("/charges", json=body)
+        assert retry.status_code == 200 and retry.json() == status.json()
         retried = client.post("/charges/batch", json=payouts)
         assert [r["status"] for r in retried.json()["results"]] == ["succeeded", "succeeded"]
-    assert len(app.state.book) == 3
-    assert app.state.provider.deliveries["drop"] == 2
+    assert len(app.state.book) == 3  # each charged once
+    assert app.state.provider.deliveries["drop"] == 3
 
 
 def test_a_batch_answers_each_in_order_and_charges_each_once(sim: httpx.Client) -> None:
