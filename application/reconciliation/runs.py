@@ -312,6 +312,44 @@ class ReconciliationHandlers:
         balances["difference_minor"] = totals.settled_net_minor - expected
         return balances
 
+    # --- decisions on an item (``item``: its row in the results view) -------------------------
+
+    async def resolve_item_exception(
+        self, run_id: UUID, index: int, item: dict[str, Any], outcome: str | None, reason: str,
+        principal: Principal,
+    ) -> None:  # fmt: skip
+        """The item's payment is an open exception: resolve it as the statement says (or as
+        ``outcome`` says), through the exception workflow, and record the decision on the run."""
+        payment_ids = item["payment_ids"].split(";") if item["payment_ids"] else []
+        if len(payment_ids) != 1 or item["ledger_status"] != "exception":
+            raise ItemNotDecidable(f"item {index} is not about one payment in exception")
+        chosen = outcome or ("succeeded" if item["statement_status"] == "settled" else "failed")
+        payment_id = UUID(payment_ids[0])
+        await self.service.exceptions.resolve_manually(
+            principal.tenant, payment_id, chosen, reason, principal.actor, how="reconciliation",
+            channel_reference=item["reference"],
+        )  # fmt: skip
+        await self.service.commit(
+            "reconciliations", "decide_record_resolution", run_id, index, payment_id, chosen,
+            reason, principal,
+        )  # fmt: skip
+
+    async def propose_correction(
+        self, run_id: UUID, index: int, item: dict[str, Any], channel: str, reason: str,
+        principal: Principal,
+    ) -> None:  # fmt: skip
+        """The correcting entry that makes the ledger agree with the statement for this item,
+        waiting for a second person's approval."""
+        amount = correction_amount(item, channel)
+        if amount == 0 or not item["currency"]:
+            raise ItemNotDecidable(
+                f"item {index} ({item['category']}) has no difference to correct"
+            )
+        await self.service.commit(
+            "reconciliations", "decide_propose", run_id, index, amount, item["currency"], reason,
+            principal,
+        )  # fmt: skip
+
     # --- decisions (run by the committer) ------------------------------------------------------
 
     def decide_start(

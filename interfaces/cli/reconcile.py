@@ -17,12 +17,11 @@ from application.reconciliation.runs import (
     CHANNELS_RECONCILED,
     ReconciliationNotFound,
     StartReconciliation,
-    correction_amount,
     period_of,
 )
 from application.reconciliation.statements import read_statement, sniff_format
 from domain.errors import ValidationError
-from domain.reconciliations import CATEGORIES, ItemNotDecidable
+from domain.reconciliations import CATEGORIES
 from interfaces.cli import output
 from interfaces.cli.batches import ApiKey, Json
 from interfaces.cli.batches import _principal as principal_for
@@ -256,25 +255,13 @@ def _decide(
         if action == "annotate":
             run(svc.commit("reconciliations", "decide_annotate", run_id, index, text, who))
         elif action == "accept":
-            amount = correction_amount(item, out.channel)
-            if amount == 0 or not item["currency"]:
-                raise ItemNotDecidable(f"item {index} ({item['category']}) has nothing to correct")
-            run(svc.commit("reconciliations", "decide_propose", run_id, index, amount,
-                           item["currency"], text, who))  # fmt: skip
+            assert text is not None
+            run(svc.reconciliations.propose_correction(run_id, index, item, out.channel, text, who))
         elif action == "approve":
             run(svc.commit("reconciliations", "decide_approve", run_id, index, who))
         else:
-            payment_ids = item["payment_ids"].split(";") if item["payment_ids"] else []
-            if len(payment_ids) != 1 or item["ledger_status"] != "exception":
-                raise ItemNotDecidable(f"item {index} is not about one payment in exception")
-            chosen = outcome or ("succeeded" if item["statement_status"] == "settled" else "failed")
-            payment_id = UUID(payment_ids[0])
-            run(svc.exceptions.resolve_manually(
-                who.tenant, payment_id, chosen, text, who.actor, how="reconciliation",
-                channel_reference=item["reference"],
-            ))  # fmt: skip
-            run(svc.commit("reconciliations", "decide_record_resolution", run_id, index,
-                           payment_id, chosen, text, who))  # fmt: skip
+            assert text is not None
+            run(svc.reconciliations.resolve_item_exception(run_id, index, item, outcome, text, who))
         read.catch_up()
         after = read.reconciliations.item(who.tenant, run_id, index)
     assert after is not None

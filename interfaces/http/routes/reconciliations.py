@@ -20,12 +20,10 @@ from application.reconciliation.runs import (
     ReconciliationNotFound,
     ReconciliationResult,
     StartReconciliation,
-    correction_amount,
     period_of,
 )
 from application.reconciliation.statements import read_statement, sniff_format
 from domain.errors import FieldError, ValidationError
-from domain.reconciliations import ItemNotDecidable
 from interfaces.http.authz import Allow, Permission
 from interfaces.http.deps import service
 from interfaces.http.reconciliation_schemas import (
@@ -306,20 +304,9 @@ async def resolve_item_exception(
     The payment moves to succeeded (posted once) or failed (its hold released), with an event
     saying it was resolved by reconciliation, and the item records the decision."""
     item = await _item(request, principal, reconciliation_id, index)
-    payment_ids = item["payment_ids"].split(";") if item["payment_ids"] else []
-    if len(payment_ids) != 1 or item["ledger_status"] != "exception":
-        raise ItemNotDecidable(f"item {index} is not about one payment in exception")
-    outcome = body.outcome or ("succeeded" if item["statement_status"] == "settled" else "failed")
-    payment_id = UUID(payment_ids[0])
-    svc = service(request)
-    await svc.exceptions.resolve_manually(
-        principal.tenant, payment_id, outcome, body.reason, principal.actor,
-        how="reconciliation", channel_reference=item["reference"],
-    )  # fmt: skip
-    await svc.commit(
-        "reconciliations", "decide_record_resolution", reconciliation_id, index, payment_id,
-        outcome, body.reason, principal,
-    )  # fmt: skip
+    await service(request).reconciliations.resolve_item_exception(
+        reconciliation_id, index, item, body.outcome, body.reason, principal
+    )
     return await _item_after(request, principal, reconciliation_id, index)
 
 
@@ -343,13 +330,9 @@ async def accept_item(
         read_side(request).reconciliations.run, principal.tenant, reconciliation_id
     )
     assert run is not None
-    amount = correction_amount(item, run["channel"])
-    if amount == 0 or not item["currency"]:
-        raise ItemNotDecidable(f"item {index} ({item['category']}) has no difference to correct")
-    await service(request).commit(
-        "reconciliations", "decide_propose", reconciliation_id, index, amount, item["currency"],
-        body.reason, principal,
-    )  # fmt: skip
+    await service(request).reconciliations.propose_correction(
+        reconciliation_id, index, item, run["channel"], body.reason, principal
+    )
     return await _item_after(request, principal, reconciliation_id, index)
 
 
