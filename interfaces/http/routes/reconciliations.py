@@ -272,7 +272,7 @@ async def _in_thread(chunks: Iterator[bytes]) -> Any:
 @router.post(
     "/{reconciliation_id}/items/{index}/annotate",
     summary="Note something on an item", response_model=ReconciliationItemOut,
-    responses=auth_problems(404, 409, 422, 503),
+    responses=auth_problems(400, 404, 409, 422, 503),
 )  # fmt: skip
 async def annotate_item(
     request: Request,
@@ -291,7 +291,7 @@ async def annotate_item(
 @router.post(
     "/{reconciliation_id}/items/{index}/resolve-exception",
     summary="Resolve the exception payment an item is about",
-    response_model=ReconciliationItemOut, responses=auth_problems(404, 409, 422, 503),
+    response_model=ReconciliationItemOut, responses=auth_problems(400, 404, 409, 422, 503),
 )  # fmt: skip
 async def resolve_item_exception(
     request: Request,
@@ -313,7 +313,7 @@ async def resolve_item_exception(
 @router.post(
     "/{reconciliation_id}/items/{index}/accept",
     summary="Propose a correcting ledger entry for a discrepancy (a second person approves)",
-    response_model=ReconciliationItemOut, responses=auth_problems(404, 409, 422, 503),
+    response_model=ReconciliationItemOut, responses=auth_problems(400, 404, 409, 422, 503),
 )  # fmt: skip
 async def accept_item(
     request: Request,
