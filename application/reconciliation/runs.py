@@ -1,7 +1,8 @@
 """Reconciliation runs: import a channel statement, match it against the ledger, record results.
 
-    run = await service.reconciliations.run(cmd, principal, matcher_factory)
+    run = await service.reconciliations.run(cmd, principal, lines, matcher_factory)
 
+0. The statement is read and staged by the matcher before anything is recorded.
 1. ``decide_start`` names the run by the statement's SHA-256: a statement imported before
    answers with the earlier run; one whose process died mid-way is run again as a new attempt.
 2. The matcher (``projections.reconciliation_matching``: it reads the views, so the interface
@@ -9,14 +10,14 @@
    event store, a few thousand items per event, so memory stays bounded.
 3. ``decide_complete`` records the totals and balances: the run is ``completed``.
 
-Discrepancies are then decided item by item (``decide_annotate``, ``decide_propose``,
-``decide_approve``, and ``resolve_exception`` through the exception workflow).
+Discrepancies are then decided item by item (``decide_annotate``, ``propose_correction`` then
+``decide_approve`` by another person, and ``resolve_item_exception`` through the exception
+workflow).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -41,8 +42,6 @@ from domain.reconciliations import (
 
 if TYPE_CHECKING:
     from application.service import Payledger
-
-log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(minutes=10)  # a run still "running" this long after it began has died
 SAVE_CHUNKS = 4  # result chunks per write transaction (20,000 items)
