@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from interfaces.channel_sim.process import simulator_process
 from interfaces.channel_sim.provider import reference_of
+from tests.conftest import idempotency_key
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ IBAN_TIMEOUT = "DE82370400440532010119"  # the bank charges, then does not answe
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
-    return client.post(path, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+    return client.post(path, json=body, headers={"Idempotency-Key": idempotency_key()})
 
 
 def _open(client: httpx.Client, owner: str, currency: str, kind: str = "customer") -> str:

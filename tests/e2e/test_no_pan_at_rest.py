@@ -41,7 +41,7 @@ from stdnum import luhn
 
 from application.encryption import RotatingAESCipher, new_key
 from application.store import parse_database_url
-from tests.conftest import make_postgres_url, require_postgres
+from tests.conftest import idempotency_key, make_postgres_url, require_postgres
 from tests.e2e.conftest import Cli, Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -224,7 +224,7 @@ class Workload:
         return response
 
     def pay(self, body: dict[str, Any], key: str | None = None, **headers: str) -> httpx.Response:
-        headers = {"Idempotency-Key": key or str(uuid.uuid4()), **headers}
+        headers = {"Idempotency-Key": key or idempotency_key(), **headers}
         return self.call("POST", "/v1/payments", json=body, headers=headers)
 
 
@@ -245,14 +245,14 @@ def run_workload(w: Workload) -> dict[str, str]:
     merchant = {"owner": "tea shop", "currency": "CNY", "kind": "merchant"}
     shop = w.call("POST", "/v1/accounts", json=merchant).json()["id"]
     deposit = w.call("POST", f"/v1/accounts/{payer}/deposits", json={"amount": "500.00"},
-                     headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+                     headers={"Idempotency-Key": idempotency_key()})  # fmt: skip
     assert deposit.status_code == 201, deposit.text
     base = {"amount": "1.00", "currency": "CNY"}
     to_shop = base | {"channel": "card", "payee_account_id": shop}
 
     # Valid cards, as card numbers: paid, then replayed with the same key.
     for number in CARDS:
-        key = str(uuid.uuid4())
+        key = idempotency_key()
         first = w.pay(to_shop | {"payment_method": card(number)}, key)
         assert first.status_code == 201, first.text
         assert first.json()["payer"]["last4"] == number[-4:]
@@ -306,7 +306,7 @@ def run_workload(w: Workload) -> dict[str, str]:
         assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
     for raw in (f'{{"amount": {PAN}', f'{{"number": "{PAN}"', PAN):
         answer = w.call("POST", "/v1/payments", content=raw.encode(),
-                        headers={"Idempotency-Key": str(uuid.uuid4()),
+                        headers={"Idempotency-Key": idempotency_key(),
                                  "content-type": "application/json"})  # fmt: skip
         assert answer.status_code in (400, 422), answer.text
 

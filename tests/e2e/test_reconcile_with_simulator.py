@@ -8,7 +8,6 @@ reported in the right categories."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from interfaces.channel_sim.process import simulator_process
+from tests.conftest import idempotency_key
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ DISCREPANCIES = ("missing_in_ledger", "missing_in_statement", "amount_mismatch",
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
-    return client.post(path, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+    return client.post(path, json=body, headers={"Idempotency-Key": idempotency_key()})
 
 
 def _open(client: httpx.Client, owner: str, kind: str = "customer") -> str:

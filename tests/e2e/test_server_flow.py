@@ -4,9 +4,9 @@ Runs on SQLite and on PostgreSQL (the ``database_url`` fixture parameter)."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
+
+from tests.conftest import idempotency_key
 
 pytestmark = pytest.mark.e2e
 
@@ -14,7 +14,7 @@ CARD = "4242424242424242"
 
 
 def _post(client, path, body, key=None):  # type: ignore[no-untyped-def]
-    headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+    headers = {"Idempotency-Key": key or idempotency_key()}
     return client.post(path, json=body, headers=headers)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from fastapi import FastAPI
 from application.service import Payledger
 from application.store import parse_database_url
 from interfaces.http.app import create_app
-from tests.conftest import make_postgres_url, make_settings, require_postgres
+from tests.conftest import idempotency_key, make_postgres_url, make_settings, require_postgres
 
 START_TIMEOUT_S = 20
 
@@ -99,7 +98,7 @@ def client(live_server: LiveServer) -> Iterator[httpx.Client]:
 
 
 def new_key() -> str:
-    return f"test-{uuid.uuid4()}"
+    return idempotency_key()
 
 
 def card(number: str = "4242424242424242", **fields: Any) -> dict[str, Any]:
