@@ -19,11 +19,10 @@ from application.batches.files import file_sha256, parse_batch_file
 from application.batches.handlers import SubmitBatch
 from application.batches.results import BatchResult, DryRunResult
 from application.commands import Principal
-from application.key_directory import KeyDirectory
 from application.service import Payledger
 from domain.errors import Conflict, FieldError, ValidationError
 from interfaces.cli import output
-from interfaces.cli.principal import cli_principal
+from interfaces.cli.principal import acting_as
 from interfaces.cli.runtime import run, service
 from interfaces.cli.views import read_side
 from interfaces.http.batch_schemas import BatchItemOut, BatchOut, DryRunOut
@@ -44,13 +43,6 @@ ApiKey = Annotated[
 BatchId = Annotated[UUID, typer.Argument(help="The batch id.")]
 EXIT_FAILURES = 6  # the batch finished with failed or unknown items
 EXIT_BATCH_FAILED = 7
-
-
-def _principal(svc: Payledger, api_key: str | None) -> Principal:
-    if not api_key:
-        return cli_principal()
-    directory = KeyDirectory(svc.keys, ttl_s=0, production=True)
-    return run(directory.principal(f"Bearer {api_key}"))
 
 
 def _out(result: BatchResult) -> dict[str, Any]:
@@ -89,7 +81,7 @@ def submit(
         rule_values, day, digest, dry_run,
     )  # fmt: skip
     with service() as svc:
-        result = run(svc.batches.submit(command, _principal(svc, api_key)))
+        result = run(svc.batches.submit(command, acting_as(svc, api_key)))
     if isinstance(result, DryRunResult):
         _print_dry_run(result, as_json)
         return
@@ -114,7 +106,7 @@ def approve(
 ) -> None:
     """Approve a batch as a second person, with a code from your authenticator app."""
     with service() as svc:
-        who = _principal(svc, api_key)
+        who = acting_as(svc, api_key)
         result = run(svc.batches.approve(batch_id, who, otp, execute_now=execute_now))
         if wait and result.status == "approved":
             result = _run_with_progress(svc, batch_id, quiet=as_json) or result
@@ -130,7 +122,7 @@ def reject(
 ) -> None:
     """Reject a batch awaiting approval."""
     with service() as svc:
-        result = run(svc.batches.reject(batch_id, _principal(svc, api_key), reason))
+        result = run(svc.batches.reject(batch_id, acting_as(svc, api_key), reason))
     _finish(result, as_json, exit_on_failure=False)
 
 
@@ -143,7 +135,7 @@ def cancel(
 ) -> None:
     """Cancel a batch before it is released."""
     with service() as svc:
-        result = run(svc.batches.cancel(batch_id, _principal(svc, api_key), reason))
+        result = run(svc.batches.cancel(batch_id, acting_as(svc, api_key), reason))
     _finish(result, as_json, exit_on_failure=False)
 
 
@@ -156,7 +148,7 @@ def status(
 ) -> None:
     """A batch's status, counts, amounts and progress (--watch: a live progress bar)."""
     with service() as svc:
-        who = _principal(svc, api_key)
+        who = acting_as(svc, api_key)
         result = svc.batches.get(batch_id, who)
         if watch and result.status in ("approved", "processing"):
             result = _watch(svc, batch_id, who, quiet=as_json)
@@ -175,7 +167,7 @@ def items(
 ) -> None:
     """A batch's items with their outcome, in file order."""
     with service() as svc:
-        who = _principal(svc, api_key)
+        who = acting_as(svc, api_key)
         svc.batches.get(batch_id, who)  # ownership
     with read_side() as read:
         page = read.batches.items(who.tenant, batch_id, status=status_filter, limit=limit)
@@ -210,7 +202,7 @@ def report(
     if version not in ("pain.002.001.10", "pain.002.001.03"):
         raise ValidationError.single("version", "pain.002.001.10 or pain.002.001.03", "invalid")
     with service() as svc:
-        batch = svc.batches.get(batch_id, _principal(svc, api_key))
+        batch = svc.batches.get(batch_id, acting_as(svc, api_key))
     with read_side() as read:
         rows = read.batches.all_items(batch_id)
         if format == "csv":
@@ -247,7 +239,7 @@ def retry(
             raise Conflict(f"item {wanted!r} is not a failed item of batch {batch_id}")
         chosen.append(found)
     with service() as svc:
-        who = _principal(svc, api_key)
+        who = acting_as(svc, api_key)
         result = run(svc.batches.retry(batch_id, who, [(i.index, i.seq) for i in chosen]))
         result = _run_with_progress(svc, batch_id, quiet=as_json) or result
     _finish(result, as_json)
@@ -275,7 +267,7 @@ app.command("resume", help="Continue every batch a stopped process left unfinish
 def list_batches(as_json: Json = False, api_key: ApiKey = None) -> None:
     """The tenant's batches, newest first."""
     with service() as svc:
-        tenant = _principal(svc, api_key).tenant
+        tenant = acting_as(svc, api_key).tenant
     with read_side() as read:
         page = read.batches.batches(tenant, limit=200)
     if as_json:

@@ -8,11 +8,17 @@ records which OS user acted (``actor: "cli:alice"``), and its idempotency keys a
 
 from __future__ import annotations
 
+import asyncio
 import getpass
+from typing import TYPE_CHECKING
 
 from application.commands import Principal
+from application.key_directory import KeyDirectory
 from application.keys import TENANT_PATTERN
 from domain.errors import ValidationError
+
+if TYPE_CHECKING:
+    from application.service import Payledger
 
 DEFAULT_TENANT = "default"
 _tenant = DEFAULT_TENANT
@@ -34,3 +40,12 @@ def os_user() -> str:
 
 def cli_principal(tenant: str | None = None) -> Principal:
     return Principal(tenant=tenant or _tenant, client=f"cli:{os_user()}")
+
+
+def acting_as(svc: Payledger, api_key: str | None) -> Principal:
+    """An API key's principal when one is given (``--api-key``: an approval needs an approver
+    with a second factor, a correction a second person), else ``cli:<os user>``."""
+    if not api_key:
+        return cli_principal()
+    directory = KeyDirectory(svc.keys, ttl_s=0, production=True)
+    return asyncio.run(directory.principal(f"Bearer {api_key}"))

@@ -24,7 +24,7 @@ from domain.errors import ValidationError
 from domain.reconciliations import CATEGORIES
 from interfaces.cli import output
 from interfaces.cli.batches import ApiKey, Json
-from interfaces.cli.batches import _principal as principal_for
+from interfaces.cli.principal import acting_as
 from interfaces.cli.runtime import run, service
 from interfaces.cli.views import read_side
 from interfaces.http.reconciliation_schemas import ReconciliationItemOut, ReconciliationOut
@@ -85,7 +85,7 @@ def reconcile(
         tolerance_days=tolerance_days, timing_window_minutes=timing_window_minutes,
     )  # fmt: skip
     with service() as svc, read_side() as read, file.open("rb") as stream:
-        who = principal_for(svc, api_key)
+        who = acting_as(svc, api_key)
 
         def lines() -> Any:
             stream.seek(0)
@@ -112,7 +112,7 @@ def list_runs(
 ) -> None:
     """The tenant's runs, newest first."""
     with service() as svc:
-        who = principal_for(svc, api_key)
+        who = acting_as(svc, api_key)
     with read_side() as read:
         page = read.reconciliations.runs(who.tenant, channel=channel, limit=limit)
     runs = [ReconciliationOut.of_row(r) for r in page.items]
@@ -134,7 +134,7 @@ def list_runs(
 def show(run_id: RunId, api_key: ApiKey = None, as_json: Json = False) -> None:
     """One run: its summary per category and the balances."""
     with service() as svc:
-        who = principal_for(svc, api_key)
+        who = acting_as(svc, api_key)
     with read_side() as read:
         out = _run_out(read, who, run_id)
     if as_json:
@@ -155,7 +155,7 @@ def items(
     if category is not None and category not in CATEGORIES:
         raise ValidationError.single("category", f"must be one of {', '.join(CATEGORIES)}")
     with service() as svc:
-        who = principal_for(svc, api_key)
+        who = acting_as(svc, api_key)
     with read_side() as read:
         _run_out(read, who, run_id)
         page = read.reconciliations.items(who.tenant, run_id, category=category, limit=limit)
@@ -185,7 +185,7 @@ def export(
 ) -> None:
     """Every item of a run as CSV."""
     with service() as svc:
-        who = principal_for(svc, api_key)
+        who = acting_as(svc, api_key)
     with read_side() as read:
         _run_out(read, who, run_id)
         chunks = csv_export(read.reconciliations.all_items(run_id, category))
@@ -247,7 +247,7 @@ def _decide(
     if text is not None and not 0 < len(text) <= 500:
         raise ValidationError.single("reason", "must be 1 to 500 characters")
     with service() as svc, read_side() as read:
-        who = principal_for(svc, api_key)
+        who = acting_as(svc, api_key)
         out = _run_out(read, who, run_id)
         item = read.reconciliations.item(who.tenant, run_id, index)
         if item is None:
