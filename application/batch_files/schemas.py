@@ -8,12 +8,12 @@ changed file is a packaging fault, never silently accepted), then compiled with 
 from __future__ import annotations
 
 import functools
-import hashlib
-import threading
 from dataclasses import dataclass
-from importlib import resources
 
 from lxml import etree
+
+from application.xsd import SchemaIntegrityError as SchemaIntegrityError  # raised by schema_bytes
+from application.xsd import compiled, shipped_bytes
 
 SCHEMA_SHA256: dict[str, str] = {
     "pain.001.001.03": "6bb5c6f24250ab807f31f6164142bafd6d43bad8d162a926e258ff4c11e128af",
@@ -23,10 +23,6 @@ SCHEMA_SHA256: dict[str, str] = {
 }
 SCHEMA_NAMES = tuple(SCHEMA_SHA256)
 NAMESPACE_PREFIX = "urn:iso:std:iso:20022:tech:xsd:"
-
-
-class SchemaIntegrityError(RuntimeError):
-    """A shipped XSD is missing or differs from the pinned hash: the installation is broken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +45,12 @@ def schema_bytes(name: str) -> bytes:
     expected = SCHEMA_SHA256.get(name)
     if expected is None:
         raise KeyError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
-    data = (resources.files("application.batch_files") / "xsd" / f"{name}.xsd").read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise SchemaIntegrityError(f"xsd/{name}.xsd has SHA-256 {actual}, expected {expected}")
-    return data
-
-
-_local = threading.local()
+    return shipped_bytes("application.batch_files", name, expected)
 
 
 def schema(name: str) -> etree.XMLSchema:
     """The compiled schema, cached per thread (compiled once per thread, on first use)."""
-    cache: dict[str, etree.XMLSchema] | None = getattr(_local, "schemas", None)
-    if cache is None:
-        cache = _local.schemas = {}
-    compiled = cache.get(name)
-    if compiled is None:
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-        compiled = etree.XMLSchema(etree.fromstring(schema_bytes(name), parser))
-        cache[name] = compiled
-    return compiled
+    return compiled(name, schema_bytes)
 
 
 def schema_errors(

@@ -34,16 +34,13 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import io
 import pickle
 import re
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import IO, Any, BinaryIO
 
 from lxml import etree
@@ -55,6 +52,8 @@ from application.reconciliation.statements import (
     StatementPart,
     check_line,
 )
+from application.xsd import SchemaIntegrityError as SchemaIntegrityError  # raised by schema_bytes
+from application.xsd import compiled, shipped_bytes
 from domain.errors import UnknownCurrency
 from domain.money import MAX_AMOUNT_MINOR, currency_exponent, format_amount
 
@@ -83,10 +82,6 @@ _OPENING = ("OPBD", "PRCD")
 _CLOSING = "CLBD"
 
 
-class SchemaIntegrityError(RuntimeError):
-    """A shipped XSD is missing or differs from the pinned hash: the installation is broken."""
-
-
 def namespace(version: str) -> str:
     return NAMESPACE_PREFIX + version
 
@@ -97,27 +92,12 @@ def schema_bytes(version: str) -> bytes:
     expected = SCHEMA_SHA256.get(version)
     if expected is None:
         raise KeyError(f"no schema shipped for {version!r}; shipped: {', '.join(SCHEMA_SHA256)}")
-    files = resources.files("application.reconciliation") / "xsd"
-    data = (files / f"{version}.xsd").read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise SchemaIntegrityError(f"xsd/{version}.xsd has SHA-256 {actual}, expected {expected}")
-    return data
-
-
-_local = threading.local()
+    return shipped_bytes("application.reconciliation", version, expected)
 
 
 def schema(version: str) -> etree.XMLSchema:
     """The compiled schema, one per thread (an ``XMLSchema`` keeps its error log on itself)."""
-    cache: dict[str, etree.XMLSchema] | None = getattr(_local, "schemas", None)
-    if cache is None:
-        cache = _local.schemas = {}
-    compiled = cache.get(version)
-    if compiled is None:
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-        compiled = cache[version] = etree.XMLSchema(etree.fromstring(schema_bytes(version), parser))
-    return compiled
+    return compiled(version, schema_bytes)
 
 
 def schema_errors(tree: etree._Element | etree._ElementTree, version: str) -> list[str]:
