@@ -2,7 +2,9 @@
 no accepted payment is lost and none is applied twice.
 
 Runs on SQLite and on PostgreSQL, with the server's default committer process. The kill comes
-after the 100th answer, so some requests are answered, some in flight and some not yet sent.
+after the 100th answer, at a moment when a card or bank request is at the channel, so some
+requests are answered, some in flight (one at least between its intent and its outcome) and some
+not yet sent.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def _requests(payer: str, shop: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 RETRIES_503 = 5
+# Saving an intent takes milliseconds, the channel 200: a request out this long is at the channel.
+AT_CHANNEL_AFTER_S = 0.1
+KILL_WAIT_S = 60
 
 
 def _send(base_url: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -92,19 +97,47 @@ def test_sigkill_mid_load_then_retry_loses_nothing_and_pays_nothing_twice(
     answered = 0
     lock = threading.Lock()
     killed_at: list[datetime] = []
+    # Requests sent and not yet answered: key -> (channel, when sent). The kill waits for a card
+    # or bank request that has been out long enough to be at the channel (its intent saved, its
+    # outcome not): killing on the 100th answer alone sometimes landed just after a burst of
+    # channel answers, with nothing at the channel, and the takeover path went untested.
+    outstanding: dict[str, tuple[str, float]] = {}
 
-    def send_and_maybe_kill(item: tuple[str, dict[str, Any]]) -> dict[str, Any] | None:
+    def send(item: tuple[str, dict[str, Any]]) -> dict[str, Any] | None:
         nonlocal answered
-        result = _send(server.base_url, *item)
+        key, body = item
         with lock:
+            if killed_at:
+                return None  # the server is dead: nothing more to send before the restart
+            outstanding[key] = (body["channel"], time.monotonic())
+        result = _send(server.base_url, key, body)
+        with lock:
+            outstanding.pop(key, None)
             answered += result is not None
-            if answered == KILL_AFTER:
-                server.process.kill()  # SIGKILL: no shutdown, no flush
-                killed_at.append(datetime.now(UTC))
         return result
 
+    def kill_when_a_payment_is_at_the_channel() -> None:
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:
+            with lock:
+                now = time.monotonic()
+                at_channel = [
+                    k for k, (channel, sent) in outstanding.items()
+                    if channel != "internal" and now - sent >= AT_CHANNEL_AFTER_S
+                ]  # fmt: skip
+                if answered >= KILL_AFTER and at_channel:
+                    server.process.kill()  # SIGKILL: no shutdown, no flush
+                    killed_at.append(datetime.now(UTC))
+                    return
+            time.sleep(0.002)
+        raise AssertionError(f"no card or bank request was out {AT_CHANNEL_AFTER_S} s to kill on")
+
+    killer = threading.Thread(target=kill_when_a_payment_is_at_the_channel)
+    killer.start()
     with ThreadPoolExecutor(max_workers=16) as pool:
-        before = list(pool.map(send_and_maybe_kill, requests))
+        before = list(pool.map(send, requests))
+    killer.join()
+    assert killed_at, "the server was never killed"
     server.process.wait(timeout=10)
     print("at the kill:", Counter("no answer" if r is None else r["status"] for r in before))
     assert KILL_AFTER <= sum(r is not None for r in before) < REQUESTS
