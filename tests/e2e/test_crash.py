@@ -27,11 +27,11 @@ CARD = "4242424242424242"
 IBAN = "DE89370400440532013000"
 # A payment left submitted by the killed server is taken over by its retry once it is older than
 # the channel time-out plus a grace of 5 s: keep the time-out short so the test does not wait long.
-# Card and bank calls take 200 ms, so some payments are at the channel when the server dies:
+# Card and bank calls take 800 ms, so some payments are at the channel when the server dies:
 # their intent is saved, their outcome is not.
 SERVER_ENV = {
-    "PAYLEDGER_CHANNEL_TIMEOUT_MS": "500",
-    "PAYLEDGER_SANDBOX_LATENCY_MS": '{"card": 200, "bank_transfer": 200}',
+    "PAYLEDGER_CHANNEL_TIMEOUT_MS": "1500",
+    "PAYLEDGER_SANDBOX_LATENCY_MS": '{"card": 800, "bank_transfer": 800}',
 }
 
 
@@ -61,17 +61,30 @@ def _requests(payer: str, shop: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 RETRIES_503 = 5
-# Saving an intent takes milliseconds, the channel 200: a request out this long is at the channel.
-AT_CHANNEL_AFTER_S = 0.1
+# Saving an intent takes milliseconds, the channel 800: a request out this long is at the channel
+# (0.1 s was once not enough on a loaded machine).
+AT_CHANNEL_AFTER_S = 0.3
 KILL_WAIT_S = 60
+
+
+_clients = threading.local()
+
+
+def _client(base_url: str) -> httpx.Client:
+    """One keep-alive client per thread and server: a new client per request costs the test
+    process enough CPU that requests reach the server late and few at a time."""
+    clients: dict[str, httpx.Client] = _clients.__dict__.setdefault("by_url", {})
+    if base_url not in clients:
+        clients[base_url] = httpx.Client(base_url=base_url, timeout=60)
+    return clients[base_url]
 
 
 def _send(base_url: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
     """Send as a careful client does: a 503 says "retry after" and the key makes it safe."""
     for _ in range(RETRIES_503):
         try:
-            answer = httpx.post(
-                f"{base_url}/v1/payments", json=body, headers={"Idempotency-Key": key}, timeout=60
+            answer = _client(base_url).post(
+                "/v1/payments", json=body, headers={"Idempotency-Key": key}
             )
         except httpx.TransportError:
             return None  # the server died under it
