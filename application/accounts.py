@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
-from uuid import UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
@@ -25,6 +25,7 @@ from domain.errors import (
     IdempotencyKeyReused,
     ValidationError,
 )
+from domain.ids import name_id
 from domain.money import currency_exponent, parse_non_negative_amount
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class AccountHandlers:
         limit_minor, iban = _validate_open(cmd)
         cmd = replace(cmd, iban=iban)
         account_id = (
-            uuid5(ACCOUNT_NAMESPACE, f"/tenants/{principal.tenant}/clients/{principal.client}"
+            name_id(ACCOUNT_NAMESPACE, f"/tenants/{principal.tenant}/clients/{principal.client}"
                   f"/accounts/{cmd.idempotency_key}")
             if cmd.idempotency_key
             else uuid4()

@@ -11,11 +11,12 @@ from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.errors import AccountRuleViolation, IllegalTransition
+from domain.ids import name_id
 
 ACCOUNT_NAMESPACE = UUID("0b7c8f3e-8d7e-4d3a-9a51-6f2f1c9c4e10")
 
@@ -35,12 +36,12 @@ SYSTEM_KINDS = frozenset({AccountKind.CLEARING, AccountKind.EXTERNAL})
 @lru_cache(maxsize=1_024)  # a batch asks for the same one for each of its items
 def clearing_account_id(tenant: str, channel: str, currency: str) -> UUID:
     """The tenant's clearing account for one channel and currency (money in transit there)."""
-    return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/clearing/{channel}/{currency}")
+    return name_id(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/clearing/{channel}/{currency}")
 
 
 def iban_claim_id(tenant: str, iban: str) -> UUID:
     """One account per IBAN in a tenant: the claim's id is a function of the pair."""
-    return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/ibans/{iban}")
+    return name_id(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/ibans/{iban}")
 
 
 class IbanClaim(Aggregate):
@@ -64,7 +65,7 @@ class IbanClaim(Aggregate):
 
 def external_account_id(tenant: str, currency: str) -> UUID:
     """The tenant's external funding source: the other side of deposits."""
-    return uuid5(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/external/{currency}")
+    return name_id(ACCOUNT_NAMESPACE, f"/tenants/{tenant}/external/{currency}")
 
 
 class Account(Aggregate):

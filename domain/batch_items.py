@@ -17,11 +17,12 @@ import heapq
 from datetime import date, datetime
 from functools import partial
 from typing import Any, NamedTuple
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.errors import FieldError, ValidationError
+from domain.ids import name_id
 
 CHUNK_SIZE = 1_000
 CHUNK_NAMESPACE = UUID("3c1f5a0e-7b2d-4e8f-9a61-5d4c3b2a1f09")
@@ -155,7 +156,7 @@ def processing_order(items: list[BatchItem], order: str) -> list[BatchItem]:
 
 
 def chunk_id(batch_id: UUID, number: int) -> UUID:
-    return uuid5(CHUNK_NAMESPACE, f"/batches/{batch_id}/chunks/{number}")
+    return name_id(CHUNK_NAMESPACE, f"/batches/{batch_id}/chunks/{number}")
 
 
 class BatchChunk(Aggregate):

@@ -16,11 +16,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.errors import IllegalTransition
+from domain.ids import name_id
 from domain.keys import Forbidden
 
 BATCH_NAMESPACE = UUID("a4f2c7e1-0b3d-4c59-8e6f-2d1c0b9a8e77")
@@ -52,13 +53,13 @@ class MakerCannotApprove(Forbidden):
 
 
 def batch_id_for(tenant: str, client: str, idempotency_key: str) -> UUID:
-    return uuid5(BATCH_NAMESPACE, f"/tenants/{tenant}/clients/{client}/keys/{idempotency_key}")
+    return name_id(BATCH_NAMESPACE, f"/tenants/{tenant}/clients/{client}/keys/{idempotency_key}")
 
 
 def batch_id_for_message(tenant: str, message_id: str) -> UUID:
     """A file's message id (pain.001 MsgId) names one batch per tenant: the same file sent
     twice is the same batch, whoever sends it and under whatever key."""
-    return uuid5(BATCH_NAMESPACE, f"/tenants/{tenant}/messages/{message_id}")
+    return name_id(BATCH_NAMESPACE, f"/tenants/{tenant}/messages/{message_id}")
 
 
 class Batch(Aggregate):

@@ -17,14 +17,15 @@ import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.errors import Conflict, NotFound, PayledgerError
+from domain.ids import name_id
 
 KEY_NAMESPACE = UUID("5d0f6c1e-3b8a-4f7e-9c2d-7a1b4e6f8d20")
-REGISTRY_ID = uuid5(KEY_NAMESPACE, "/keys/registry")
+REGISTRY_ID = name_id(KEY_NAMESPACE, "/keys/registry")
 TOKEN_PREFIX = "pl_live_"
 _TOKEN = re.compile(r"pl_live_([0-9a-f]{32})_([A-Za-z0-9_-]{20,128})")
 MAX_KEYS_PER_TENANT = 1_000

@@ -8,9 +8,10 @@ money outside it and run negative; the sum of all balances per currency is there
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from domain.errors import LedgerInvariantBroken
+from domain.ids import name_id
 
 ENTRY_NAMESPACE = UUID("6f1e0c52-5d38-4a59-9a38-2b0c7b6f1a01")
 
@@ -47,7 +48,7 @@ class JournalEntry:
 
 def entry_id_for(payment_id: UUID, purpose: str = "settlement") -> UUID:
     """Deterministic entry id: one payment can be posted once per purpose, never twice."""
-    return uuid5(ENTRY_NAMESPACE, f"/payments/{payment_id}/{purpose}")
+    return name_id(ENTRY_NAMESPACE, f"/payments/{payment_id}/{purpose}")
 
 
 def transfer(

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from domain.errors import IllegalTransition, ValidationError
+from domain.ids import NameIds, name_id
 from domain.ledger import JournalEntry
 
 PAYMENT_NAMESPACE = UUID("9d3b1f2a-4c5e-4f60-8a7b-1c2d3e4f5a60")
@@ -77,14 +79,20 @@ class PaymentKind(StrEnum):
 
 
 def batch_item_payment_id(batch_id: UUID, item_index: int, attempt: int = 1) -> UUID:
-    """One id per attempt at a batch item: the channel's idempotency key for that attempt."""
-    return uuid5(PAYMENT_NAMESPACE, f"/batches/{batch_id}/items/{item_index}/attempts/{attempt}")
+    """One id per attempt at a batch item: the channel's idempotency key for that attempt
+    (``name_id`` of ``/batches/<batch id>/items/<index>/attempts/<attempt>``)."""
+    return _batch_item_ids(batch_id)(f"{item_index}/attempts/{attempt}")
+
+
+@lru_cache(maxsize=64)  # the few batches being run or projected at once
+def _batch_item_ids(batch_id: UUID) -> NameIds:
+    return NameIds(PAYMENT_NAMESPACE, f"/batches/{batch_id}/items/")
 
 
 def payment_id_for(tenant: str, client: str, idempotency_key: str) -> UUID:
     """The payment id is a function of who asked and their key: the store's unique
     (originator_id, version) then makes a duplicate impossible, whatever the race."""
-    return uuid5(PAYMENT_NAMESPACE, f"/tenants/{tenant}/clients/{client}/keys/{idempotency_key}")
+    return name_id(PAYMENT_NAMESPACE, f"/tenants/{tenant}/clients/{client}/keys/{idempotency_key}")
 
 
 class Payment(Aggregate):

@@ -17,11 +17,12 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.errors import IllegalTransition
+from domain.ids import name_id
 from domain.keys import Forbidden
 
 RECONCILIATION_NAMESPACE = UUID("5d0c3a9e-7f41-4b2a-9c86-1e2f3a4b5c6d")
@@ -73,20 +74,20 @@ class ItemNotDecidable(IllegalTransition):
 
 def reconciliation_id_for(tenant: str, channel: str, file_sha256: str) -> UUID:
     """The same statement imported twice (by anyone, under any name) is the same run."""
-    return uuid5(RECONCILIATION_NAMESPACE, f"/tenants/{tenant}/{channel}/{file_sha256}")
+    return name_id(RECONCILIATION_NAMESPACE, f"/tenants/{tenant}/{channel}/{file_sha256}")
 
 
 def result_chunk_id(reconciliation_id: UUID, attempt: int, number: int) -> UUID:
-    return uuid5(reconciliation_id, f"results/{attempt}/{number}")
+    return name_id(reconciliation_id, f"results/{attempt}/{number}")
 
 
 def suspense_account_id(tenant: str, channel: str, currency: str) -> UUID:
     """Where accepted differences wait to be explained: one per tenant, channel and currency."""
-    return uuid5(RECONCILIATION_NAMESPACE, f"/tenants/{tenant}/suspense/{channel}/{currency}")
+    return name_id(RECONCILIATION_NAMESPACE, f"/tenants/{tenant}/suspense/{channel}/{currency}")
 
 
 def correction_entry_id(reconciliation_id: UUID, item_index: int) -> UUID:
-    return uuid5(reconciliation_id, f"corrections/{item_index}")
+    return name_id(reconciliation_id, f"corrections/{item_index}")
 
 
 class Reconciliation(Aggregate):

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.errors import Conflict, NotFound
+from domain.ids import name_id
 
 WEBHOOK_NAMESPACE = UUID("6b1f0e52-8d3c-4a7e-b5f4-2c9d1e7a3f80")
 
@@ -55,7 +56,7 @@ class EndpointDeleted(Conflict):
 
 
 def registry_id(tenant: str) -> UUID:
-    return uuid5(WEBHOOK_NAMESPACE, f"/tenants/{tenant}/webhook-endpoints")
+    return name_id(WEBHOOK_NAMESPACE, f"/tenants/{tenant}/webhook-endpoints")
 
 
 def live_secrets(secrets: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:

@@ -45,10 +45,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import orjson
 
+from domain.ids import name_id
 from domain.money import format_amount
 from domain.reconciliations import CATEGORIES, DISCREPANCIES
 from domain.webhooks import (
@@ -117,7 +118,7 @@ class _Tracked(NamedTuple):
 
 def event_id_for(endpoint_id: str, entity: str, entity_id: str, sequence: int) -> str:
     """Stable: the same endpoint and entity version give the same id, in a rebuild too."""
-    return str(uuid5(WEBHOOK_NAMESPACE, f"{endpoint_id}/{entity}/{entity_id}/{sequence}"))
+    return str(name_id(WEBHOOK_NAMESPACE, f"{endpoint_id}/{entity}/{entity_id}/{sequence}"))
 
 
 _EPOCH = datetime(1970, 1, 1)  # naive: isoformat() then has no offset, and "Z" is added
