@@ -14,7 +14,7 @@ from application.batches.engine import (
     ensure_credit_accounts,
     group_entry_id,
     group_legs,
-    item_payment,
+    item_payments,
     journal_entry,
 )
 from application.batches.results import BatchResult
@@ -141,7 +141,7 @@ class BatchEngineDecisions:
         rules = BatchRules.from_record(batch.rules)
         debit, credits = group_legs(batch, outcomes)
         entry_id = group_entry_id(batch.id, group)
-        uow.add_created([item_payment(batch, o, entry_id) for o in outcomes])
+        uow.add_created(item_payments(batch, outcomes, entry_id))
         funding = self._funding(uow, batch)
         at = uow.now
         if debit:

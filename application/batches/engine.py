@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from application.batches.calendar import booking_date
 from application.batches.lock import BatchLock
@@ -39,6 +39,7 @@ from domain.batch_items import CHUNK_SIZE, BatchChunk, BatchItem, chunk_id
 from domain.batch_rules import BatchRules
 from domain.batches import Batch, BatchStatus
 from domain.errors import Conflict
+from domain.ids import name_id
 from domain.ledger import ENTRY_NAMESPACE, JournalEntry, Leg
 from domain.payments import Payment, PaymentKind, batch_item_payment_id
 
@@ -83,7 +84,7 @@ class Group:
 class BatchEngine:
     def __init__(self, service: Payledger) -> None:
         self.service = service
-        self._chunks: dict[UUID, BatchChunk] = {}
+        self._chunks: dict[tuple[UUID, int], BatchChunk] = {}
 
     # --- driving -------------------------------------------------------------------------------
 
@@ -245,13 +246,12 @@ class BatchEngine:
 
     def _item_at(self, batch: Batch, seq: int) -> BatchItem:
         number, offset = divmod(seq, CHUNK_SIZE)
-        key = chunk_id(batch.id, number)
-        chunk = self._chunks.get(key)
+        chunk = self._chunks.get((batch.id, number))
         if chunk is None:
             self._chunks.clear()  # one chunk in memory at a time (retries may jump around)
-            found: Any = self.service.app.repository.get(key)
+            found: Any = self.service.app.repository.get(chunk_id(batch.id, number))
             assert isinstance(found, BatchChunk)
-            chunk = self._chunks[key] = found
+            chunk = self._chunks[(batch.id, number)] = found
         return BatchItem.from_record(chunk.records[offset])  # type: ignore[attr-defined]
 
     def _decide_without_sending(
@@ -402,7 +402,7 @@ def _report(progress: Progress | None, result: BatchResult) -> None:
 
 def group_entry_id(batch_id: UUID, group: Group) -> UUID:
     where = f"{group.start_seq}/{group.start_retry}"
-    return uuid5(ENTRY_NAMESPACE, f"/batches/{batch_id}/groups/{where}")
+    return name_id(ENTRY_NAMESPACE, f"/batches/{batch_id}/groups/{where}")
 
 
 def group_legs(batch: Batch, outcomes: list[ItemOutcome]) -> tuple[int, dict[UUID, int]]:
@@ -447,39 +447,57 @@ def ensure_credit_accounts(
     return accounts
 
 
-def item_payment(batch: Batch, o: ItemOutcome, entry_id: UUID | None) -> Any:
-    item = o.item
-    payment_id = batch_item_payment_id(batch.id, item.index, o.attempt)
-    retry_of = (
-        None if o.attempt == 1 else str(batch_item_payment_id(batch.id, item.index, o.attempt - 1))
+def item_payments(batch: Batch, outcomes: list[ItemOutcome], entry_id: UUID | None) -> list[Any]:
+    """Each outcome's payment event (``Payment.record_batch_item``); what the group's items
+    share is worked out once."""
+    batch_id, funding = str(batch.id), batch.funding_account_id
+    entry = str(entry_id) if entry_id else None
+    tenant, client, currency, fingerprint = (
+        batch.tenant,
+        batch.client,
+        batch.currency,
+        batch.fingerprint,
     )
-    succeeded = o.outcome == "succeeded"
-    payee = item.payee or {}
-    credit = (
-        payee["account_id"] if payee.get("type") == "account"
-        else str(clearing_account_id(batch.tenant, item.channel, batch.currency))
-    )  # fmt: skip
-    fields = {
-        "tenant": batch.tenant, "kind": str(PaymentKind.PAYMENT), "client": batch.client,
-        "idempotency_key": f"batch:{batch.id}:{item.index}:{o.attempt}",
-        "request_fingerprint": batch.fingerprint, "amount_minor": item.amount_minor,
-        "currency": batch.currency, "channel": item.channel,
-        "payer": {"type": "account", "account_id": batch.funding_account_id},
-        "payee": item.payee or {}, "description": item.remittance,
-        "metadata": {"end_to_end_id": item.end_to_end_id}, "batch_id": str(batch.id),
-        "batch_item": {
-            "index": item.index, "seq": item.seq, "end_to_end_id": item.end_to_end_id,
-            "attempt": o.attempt, "retry_of": retry_of,
-        },
-        "code": o.code, "message": o.message, "channel_reference": o.reference,
-        "entry_id": str(entry_id) if succeeded and entry_id else None,
-        "legs": (
-            [[batch.funding_account_id, -item.amount_minor], [credit, item.amount_minor]]
-            if succeeded else None
-        ),
-        "hold_account_id": batch.funding_account_id if o.outcome == "exception" else None,
-    }  # fmt: skip
-    return Payment.record_batch_item(
-        payment_id=payment_id, fields=fields, outcome=o.outcome, sent_at=o.sent_at,
-        completed_at=o.completed_at, actor=ENGINE_ACTOR,
-    )  # fmt: skip
+    kind = str(PaymentKind.PAYMENT)
+    key_prefix = f"batch:{batch_id}:"
+    clearing: dict[str, str] = {}
+    events = []
+    for o in outcomes:
+        item = o.item
+        payee = item.payee or {}
+        succeeded = o.outcome == "succeeded"
+        if payee.get("type") == "account":
+            credit = payee["account_id"]
+        else:
+            credit = clearing.get(item.channel) or clearing.setdefault(
+                item.channel, str(clearing_account_id(tenant, item.channel, currency))
+            )
+        retry_of = (
+            None if o.attempt == 1
+            else str(batch_item_payment_id(batch.id, item.index, o.attempt - 1))
+        )  # fmt: skip
+        fields = {
+            "tenant": tenant, "kind": kind, "client": client,
+            "idempotency_key": f"{key_prefix}{item.index}:{o.attempt}",
+            "request_fingerprint": fingerprint, "amount_minor": item.amount_minor,
+            "currency": currency, "channel": item.channel,
+            "payer": {"type": "account", "account_id": funding},
+            "payee": payee, "description": item.remittance,
+            "metadata": {"end_to_end_id": item.end_to_end_id}, "batch_id": batch_id,
+            "batch_item": {
+                "index": item.index, "seq": item.seq, "end_to_end_id": item.end_to_end_id,
+                "attempt": o.attempt, "retry_of": retry_of,
+            },
+            "code": o.code, "message": o.message, "channel_reference": o.reference,
+            "entry_id": entry if succeeded else None,
+            "legs": [[funding, -item.amount_minor], [credit, item.amount_minor]]
+            if succeeded else None,
+            "hold_account_id": funding if o.outcome == "exception" else None,
+        }  # fmt: skip
+        payment_id = batch_item_payment_id(batch.id, item.index, o.attempt)
+        event = Payment.record_batch_item(
+            payment_id=payment_id, fields=fields, outcome=o.outcome, sent_at=o.sent_at,
+            completed_at=o.completed_at, actor=ENGINE_ACTOR,
+        )  # fmt: skip
+        events.append(event)
+    return events
