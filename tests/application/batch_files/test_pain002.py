@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from pyiso20022.pain.pain_002_001_03 import Document as Document03
 from pyiso20022.pain.pain_002_001_10 import Document as Document10
@@ -266,3 +268,49 @@ def test_a_thousand_transactions_round_trip(version):
     assert per_status["ACSC"].dtld_ctrl_sum == sum(
         (Decimal(t.amount or "") for t in transactions if t.status == "ACSC"), Decimal(0)
     )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_markup_in_values_is_escaped_and_reads_back_as_written(version):
+    odd = ["Müller & Söhne <GmbH>", "a \"quoted\" 'name'", "line\r\nbreak", "]]> end", "张伟 工资"]
+    transactions = [
+        TransactionStatus(e2e, "RJCT", "AC04", info, amount="1.00", currency="EUR",
+                          instruction_id=f"I&{n}", payment_block_id="B<&>")
+        for n, (e2e, info) in enumerate(zip(odd, reversed(odd), strict=True))
+    ]  # fmt: skip
+    data = write_pain002(
+        report(transactions=transactions, payment_blocks=[], original_message_id="M&<>"), version
+    )
+    rpt = read_back(data, version)
+    assert rpt.orgnl_grp_inf_and_sts.orgnl_msg_id == "M&<>"
+    [block] = rpt.orgnl_pmt_inf_and_sts
+    assert block.orgnl_pmt_inf_id == "B<&>"
+    read = [(t.orgnl_end_to_end_id, t.orgnl_instr_id, t.sts_rsn_inf[0].addtl_inf[0])
+            for t in block.tx_inf_and_sts]  # fmt: skip
+    assert read == [(e[:35], t.instruction_id, i) for e, i, t in
+                    zip(odd, reversed(odd), transactions, strict=True)]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.decimals(min_value=0, max_value=10**12, places=2, allow_nan=False),
+            st.decimals(min_value=0, max_value=10**6, places=5, allow_nan=False),
+            st.integers(min_value=0, max_value=10**9),
+        ),
+        max_size=12,
+    )
+)
+def test_control_sums_are_exact_and_keep_the_most_decimals(amounts):
+    texts = [str(a) if isinstance(a, int) else format(a, "f") for a in amounts]
+    transactions = [
+        TransactionStatus(f"E-{n}", "ACSC", amount=t, currency="EUR") for n, t in enumerate(texts)
+    ]
+    data = write_pain002(report(transactions=transactions, payment_blocks=[]), "pain.002.001.10")
+    expected = format(sum((Decimal(t) for t in texts), Decimal(0)), "f")
+    found = etree.fromstring(data).findtext(".//{*}OrgnlPmtInfAndSts/{*}OrgnlCtrlSum")
+    if texts:
+        assert found == expected
+    else:
+        assert found is None  # a block with no transactions has no sum
