@@ -177,6 +177,10 @@ class ViewProjection(Projection[ViewTracking]):
     # Tables that ``process_page`` only ever inserts into (never reads or updates): a rebuild
     # on PostgreSQL adds their primary key once they are loaded, as for the other indexes.
     APPEND_ONLY: ClassVar[frozenset[str]] = frozenset()
+    # PostgreSQL storage parameters per table (``fillfactor = 50``: room on each page for the
+    # updated versions of its rows, so that updates that change no indexed column stay on the
+    # page and touch no index: "HOT" updates).
+    STORAGE: ClassVar[dict[str, str]] = {}
     # ``prepare_page`` reads the tables only through ``load_rows`` and keeps what it wrote
     # (``keep``): a pipelined rebuild may prepare its next page while one is being written.
     PIPELINED: ClassVar[bool] = False
@@ -208,7 +212,9 @@ class ViewProjection(Projection[ViewTracking]):
                 columns, _, key = definition.rpartition(", PRIMARY KEY ")
                 if columns and key.startswith("("):
                     definition, self._deferred[name] = columns, key
-            self.db.execute(f"CREATE TABLE {table} ({definition})")
+            storage = self.STORAGE.get(name) if self.db.is_postgres else None
+            with_storage = f" WITH ({storage})" if storage else ""
+            self.db.execute(f"CREATE TABLE {table} ({definition}){with_storage}")
             if indexes:
                 self._create_indexes(name)
 
