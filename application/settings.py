@@ -57,8 +57,10 @@ class Settings(BaseSettings):
     committer: Literal["thread", "process"] = "thread"
     postgres_pool_size: int = Field(default=4, ge=1, le=100)
     # The read side: "inline" keeps the views current from a thread of each API process (one
-    # leads, the others stand by); "off" when `payledger project --follow` runs elsewhere.
-    projections: Literal["inline", "off"] = "inline"
+    # leads, the others stand by); "process" from a child process of each API process (what
+    # `payledger serve` runs: the views' work off the API process's interpreter lock); "off"
+    # when `payledger project --follow` runs elsewhere.
+    projections: Literal["inline", "process", "off"] = "inline"
     # Batches: how often the server looks for scheduled batches that are due and for batches
     # left processing by a process that stopped (it also looks once at start-up).
     batch_scheduler_interval_s: float = Field(default=30.0, gt=0, le=3600)

@@ -6,11 +6,14 @@ them current, and the read model the interfaces query.
     read.close()
 
 With ``follow=False`` (``PAYLEDGER_PROJECTIONS=off``) another process keeps the views current:
-``payledger project --follow``.
+``payledger project --follow``. With ``projector`` (``PAYLEDGER_PROJECTIONS=process``, what
+``payledger serve`` runs) that other process is the API process's own child
+(projections/projector_process.py), woken after each commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from eventsourcing.application import Application
@@ -18,6 +21,7 @@ from eventsourcing.application import Application
 from application.store import StoreConfig
 from projections.batch_queries import BatchQueries
 from projections.db import ViewDB
+from projections.projector_process import ProjectorProcess
 from projections.queries import ReadModel
 from projections.reconciliation_queries import ReconciliationQueries
 from projections.runner import Follower, ProjectionRunner
@@ -35,12 +39,18 @@ class ReadSide:
         *,
         follow: bool = False,
         create_tables: bool = True,
+        projector: Callable[[], ProjectorProcess] | None = None,
     ) -> None:
+        """``projector``: starts the process that keeps the views current, once the tables
+        exist (it never creates them)."""
         self.app = app
         self.runner = ProjectionRunner(app, ViewDB(store))
         if create_tables:
             self.runner.create_tables()
-        self.follower: Follower | None = Follower(self.runner).start() if follow else None
+        # What keeps the views current from this process: nudged after commits, stopped at close.
+        self.follower: Follower | ProjectorProcess | None = (
+            Follower(self.runner).start() if follow else projector() if projector else None
+        )
         self.model = ReadModel(ViewDB(store), head=self.head, local=self.follower)
         self.batches = BatchQueries(self.model.db, lambda: self.model.position("batches"))
         self.reconciliations = ReconciliationQueries(

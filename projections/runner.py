@@ -491,13 +491,21 @@ class Follower:
     """A thread that keeps the views up to date: leads when it can, stands by when not."""
 
     def __init__(
-        self, runner: ProjectionRunner, *, idle_s: float = 0.05, standby_s: float = 1.0
+        self,
+        runner: ProjectionRunner,
+        *,
+        idle_s: float = 0.05,
+        standby_s: float = 1.0,
+        nudge: Any = None,
+        stop: Any = None,
     ) -> None:
+        """``nudge`` and ``stop``: events shared with another process (``multiprocessing``'s,
+        for the projector process), else this process's own."""
         self.runner = runner
         self.idle_s, self.standby_s = idle_s, standby_s
         self.leadership = Leadership(runner.db)
-        self._stop = threading.Event()
-        self._nudge = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
+        self._nudge = nudge if nudge is not None else threading.Event()
         self._thread = threading.Thread(target=self._run, name="payledger-projections", daemon=True)
         self.errors = 0
 

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -38,6 +39,7 @@ from interfaces.http.routes import (
 from interfaces.http.routes import exceptions as exception_routes
 from interfaces.http.routes import keys as key_routes
 from interfaces.http.routes import webhooks as webhook_routes
+from projections.projector_process import ProjectorProcess
 from projections.read_side import ReadSide
 from projections.webhook_delivery import start_deliverer
 
@@ -87,11 +89,13 @@ def create_app(settings: Settings | None = None, service: Payledger | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
         app.state.service = svc = service or _start_service(settings)
+        mode = svc.settings.projections
         app.state.read = ReadSide(
             svc.app,
             svc.settings.store,
-            follow=svc.settings.projections == "inline",
+            follow=mode == "inline",
             create_tables=create_tables_allowed(),
+            projector=partial(ProjectorProcess, svc.settings) if mode == "process" else None,
         )
         svc.on_commit = app.state.read.nudge
         # Webhooks: a deliverer thread (one per store works; projections/webhook_delivery.py).
