@@ -45,6 +45,8 @@ import json
 import os
 import platform
 import secrets
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -356,6 +358,26 @@ class Settings:
     log_level: str
     stall_s: float
     projector: bool = False  # views kept by `payledger project --follow`, not the API process
+    profile: Path | None = None  # py-spy raw stacks of the server's processes, timed part only
+
+
+def start_profiler(pid: int, path: Path | None) -> subprocess.Popen[bytes] | None:
+    """py-spy on the server and its committer (``--subprocesses``), until ``stop_profiler``."""
+    if path is None:
+        return None
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [pyspy, "record", "--pid", str(pid), "--subprocesses", "--threads", "--nonblocking",
+           "--rate", "50", "--format", "raw", "--output", str(path)]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(spy: subprocess.Popen[bytes] | None, path: Path | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(signal.SIGINT)
+    spy.wait(30)
+    log(f"profile written to {path} (bench/profile_summary.py reads it)")
 
 
 def drop_schema(schema: str) -> None:
@@ -552,6 +574,7 @@ def run_batch(
         assert server.proc is not None
         memory = MemoryWatch(os.getpgid(server.proc.pid), server.port)
         memory.mark("before upload", 0.0)
+        spy = start_profiler(server.proc.pid, cfg.profile)
         meter = CpuMeter(server.proc.pid)
         cpu0 = time.process_time()
         t0, wall0 = time.perf_counter(), time.time()
@@ -639,6 +662,7 @@ def run_batch(
         memory.mark("report downloaded", t4 - t0)
         client_cpu = time.process_time() - cpu0
         cpu = meter.stop(payroll.items)
+        stop_profiler(spy, cfg.profile)
         cpu.pop("generator_cpu_s", None)  # this process's children: none during the timed part
         for name in ("server", "postgres"):
             cpu[f"{name}_cpu_us_per_item"] = cpu.pop(f"{name}_cpu_us_per_success", None)
@@ -866,6 +890,10 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the views with `payledger project --follow` in a process of its own "
         "(PAYLEDGER_PROJECTIONS=off for the server), as in a scaled-out deployment",
     )  # fmt: skip
+    p.add_argument(
+        "--profile", default=None, metavar="FILE",
+        help="record py-spy stacks of the server's processes during the timed part (slows it)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     for s in stores:
@@ -879,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     out_path = Path(args.out) if args.out else RESULTS / f"batch-{label}.json"
     cfg = Settings(
         args.latency_ms, args.poll_interval, args.timeout, args.log_level, args.stall,
-        args.projector,
+        args.projector, Path(args.profile) if args.profile else None,
     )  # fmt: skip
     started = dt.datetime.now(dt.UTC)
     load_start = loadavg()

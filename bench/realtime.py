@@ -274,10 +274,14 @@ class Server:
         self.log_file.close()
 
 
-def server_env(database_url: str | None, committer: str | None = None) -> dict[str, str]:
+def server_env(
+    database_url: str | None, committer: str | None = None, projections: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYLEDGER_")}
     if committer:
         env["PAYLEDGER_COMMITTER"] = committer
+    if projections:
+        env["PAYLEDGER_PROJECTIONS"] = projections
     env["PAYLEDGER_SANDBOX_LATENCY_MS"] = SANDBOX_LATENCY
     env["PYTHONUNBUFFERED"] = "1"
     if database_url:
@@ -558,6 +562,7 @@ class Settings:
     server: str | None = None
     workers: int = 1
     committer: str = "process"
+    projections: str = "process"
 
 
 def measure_noop(
@@ -597,7 +602,11 @@ def measure_store(
     port = free_port()
     cmd = payledger_cmd(port, cfg.log_level, cfg.server, cfg.workers)
     server = Server(
-        store, cmd, server_env(database_url, cfg.committer), port, tmp / f"server-{store}.log"
+        store,
+        cmd,
+        server_env(database_url, cfg.committer, cfg.projections),
+        port,
+        tmp / f"server-{store}.log",
     )
     out: dict[str, Any] = {"database_url": database_url, "mixes": {}}
     try:
@@ -810,6 +819,12 @@ def main(argv: list[str] | None = None) -> int:
         help="PAYLEDGER_COMMITTER for the server: a thread of the API process or its own process",
     )
     p.add_argument(
+        "--projections",
+        choices=("inline", "process"),
+        default="process",  # what payledger serve uses by default
+        help="PAYLEDGER_PROJECTIONS for the server: a thread of the API process or its own process",
+    )
+    p.add_argument(
         "--server",
         default=None,
         help="experiments only: a Python script (and flags) to serve instead of "
@@ -840,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         server=args.server,
         workers=args.workers,
         committer=args.committer,
+        projections=args.projections,
     )
     for m in cfg.mixes:
         if m not in MIXES:
@@ -865,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
             "server": f"EXPERIMENT: {cfg.server}"
             if cfg.server
             else f"payledger serve --workers {cfg.workers} (uvicorn), "
-            f"PAYLEDGER_COMMITTER={cfg.committer}",
+            f"PAYLEDGER_COMMITTER={cfg.committer}, PAYLEDGER_PROJECTIONS={cfg.projections}",
             "max_generator": f"wrk -t{cfg.connections} -c{cfg.connections} --timeout 30s "
             "(closed loop, one connection per thread)"
             if use_wrk
