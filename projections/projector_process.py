@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 PARENT_CHECK_S = 1.0  # how often the child looks whether its API process is still there
+# With a core of its own the projector would wake for every commit and write pages of a few
+# events, each page a transaction over every view: let events gather for a moment instead.
+GATHER_S = 0.01
 
 
 class ProjectorStartError(RuntimeError):
@@ -97,7 +100,7 @@ def run_projector(
         ready.put(("error", str(e)))
         return
     tune_process()
-    follower = Follower(read.runner, nudge=nudge, stop=stop)
+    follower = Follower(read.runner, nudge=nudge, stop=stop, gather_s=GATHER_S)
     watch = threading.Thread(
         target=_stop_with_parent, args=(parent_pid, stop, follower), daemon=True
     )

@@ -496,13 +496,16 @@ class Follower:
         *,
         idle_s: float = 0.05,
         standby_s: float = 1.0,
+        gather_s: float = 0.0,
         nudge: Any = None,
         stop: Any = None,
     ) -> None:
         """``nudge`` and ``stop``: events shared with another process (``multiprocessing``'s,
-        for the projector process), else this process's own."""
+        for the projector process), else this process's own. ``gather_s``: after a page that
+        was not full, let events gather this long before reading the next one (fewer, larger
+        pages: each page's transaction costs the same however few events it holds)."""
         self.runner = runner
-        self.idle_s, self.standby_s = idle_s, standby_s
+        self.idle_s, self.standby_s, self.gather_s = idle_s, standby_s, gather_s
         self.leadership = Leadership(runner.db)
         self._stop = stop if stop is not None else threading.Event()
         self._nudge = nudge if nudge is not None else threading.Event()
@@ -542,9 +545,12 @@ class Follower:
                     self._stop.wait(self.standby_s)
                     self.runner.read_positions()
                     continue
-                if self.runner.run_once() == 0:
+                read = self.runner.run_once()
+                if read == 0:
                     self._nudge.wait(self.idle_s)
                     self._nudge.clear()
+                elif read < self.runner.page_size and self.gather_s:
+                    self._stop.wait(self.gather_s)
             except Exception:
                 self.errors += 1
                 log.exception("projection runner failed; retrying in 1 s")
