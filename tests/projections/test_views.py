@@ -163,7 +163,10 @@ def test_the_follower_keeps_the_views_current(service: Payledger, driver: Driver
         assert side.model.wait_for("payments", driver.position(), timeout_s=10)
         assert side.model.wait_for("accounts", driver.position(), timeout_s=10)
         assert time.monotonic() - started < 10
-        assert side.follower is not None and side.follower.is_leader
+        assert side.follower is not None
+        while not side.follower.is_leader and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        assert side.follower.is_leader
         assert_views_match_aggregates(service, side, made)
     finally:
         side.close()
@@ -188,11 +191,15 @@ def test_a_standby_follower_takes_over_when_the_leader_stops(
 ) -> None:
     store = service.settings.store
     leader = ReadSide(service.app, store, follow=True)
+    assert leader.follower is not None
+    deadline = time.monotonic() + 10
+    while not leader.follower.is_leader and time.monotonic() < deadline:
+        time.sleep(0.01)  # the leader takes the lock first; the standby starts after it
     standby_runner = ProjectionRunner(service.app, ViewDB(store))
     standby = Follower(standby_runner, standby_s=0.05).start()
     try:
         time.sleep(0.2)
-        assert leader.follower is not None and leader.follower.is_leader
+        assert leader.follower.is_leader
         assert not standby.is_leader
         leader.close()
         made = workload(driver)
