@@ -3,6 +3,7 @@ a page that fails half-way, two runners racing, the in-process follower, rebuild
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from application.service import Payledger
 from projections.accounts import AccountsProjection
 from projections.db import ViewDB
 from projections.read_side import ReadSide
-from projections.replay import rebuild, verify
+from projections.replay import gc_paused, rebuild, verify
 from projections.runner import Follower, Leadership, ProjectionRunner
 from tests.application.helpers import CARD_DECLINED, CARD_TIMEOUT, IBAN_AC04, IBAN_OK, Driver
 
@@ -241,3 +242,28 @@ def test_rebuild_swaps_in_equal_views_and_verify_catches_a_tampered_view(
     assert "balance_minor" in tampered.differences[0]
     rebuild(service.app, store, ["accounts"])
     assert verify(service.app, store).ok
+
+
+def test_a_rebuild_pauses_the_cyclic_collector_and_restores_it(
+    service: Payledger, driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workload(driver)
+    seen: list[bool] = []
+    catch_up = ProjectionRunner.catch_up
+
+    def watched(self: ProjectionRunner, *args: Any, **kwargs: Any) -> int:
+        seen.append(gc.isenabled())
+        return catch_up(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProjectionRunner, "catch_up", watched)
+    assert gc.isenabled()
+    report = rebuild(service.app, service.settings.store)
+    assert seen == [False] and report.events == driver.position()
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
