@@ -72,3 +72,30 @@ def test_a_group_resumed_the_next_day_is_the_group_whose_funds_were_held(
         account = svc.get_account(funding.id, maker)
         assert (account.balance_minor, account.reserved_minor) == (94000, 0)
         assert svc.trial_balance()["totals"] == {"EUR": 0}
+
+
+def test_a_file_above_the_item_cap_is_refused_whole_and_stores_nothing(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from application.batches import intake
+    from domain.errors import ValidationError
+
+    monkeypatch.setattr(intake, "MAX_ITEMS", 5)  # the real cap is 100,000 items
+    maker = Principal("t1", "cli:maker")
+    with Payledger(make_settings(database_url)) as svc:
+        funding = asyncio.run(svc.accounts.open(OpenAccount("p", "EUR", "funding"), maker))
+        rows = ["end_to_end_id,amount,currency,name,iban"]
+        rows += [f"E{i},10.00,EUR,Emp {i},{iban(i)}" for i in range(6)]
+        command = SubmitBatch(
+            parse_batch_file("\n".join(rows).encode()), "key-cap", funding.id, None, {}
+        )
+        before = svc.app.recorder.max_notification_id()
+        with pytest.raises(ValidationError) as caught:
+            asyncio.run(svc.batches.submit(command, maker))
+        assert [(e.field, e.code) for e in caught.value.errors] == [("items", "FF01")]
+        assert "at most 5 transactions" in caught.value.errors[0].reason
+        assert svc.app.recorder.max_notification_id() == before
+        five = SubmitBatch(
+            parse_batch_file("\n".join(rows[:6]).encode()), "key-cap-5", funding.id, None, {}
+        )
+        assert asyncio.run(svc.batches.submit(five, maker)).item_count == 5
