@@ -367,8 +367,8 @@ def start_profiler(pid: int, path: Path | None) -> subprocess.Popen[bytes] | Non
         return None
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [pyspy, "record", "--pid", str(pid), "--subprocesses", "--threads", "--nonblocking", "--gil",
-           "--rate", "50", "--format", "raw", "--output", str(path)]  # fmt: skip
+    cmd = [pyspy, "record", "--pid", str(pid), "--subprocesses", "--threads", "--nonblocking",
+           "--gil", "--rate", "50", "--format", "raw", "--output", str(path)]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
