@@ -5,20 +5,30 @@ event competes with HTTP and the batch engine for one interpreter lock; measured
 100,000-item batch, the follower's thread cost the API process 16.5 CPU-s where the same work in
 a process of its own took 8.9 (docs/performance.md). Here the API process spawns one child that
 runs the follower (``Follower.run_forever``, leadership and all), and wakes it after each commit
-through a shared event instead of letting it wait for its next poll.
+by writing a byte down a pipe instead of letting it wait for its next poll.
+
+The bell is a pipe, not a ``multiprocessing.Event``, because a child killed while it held that
+event's lock leaves the lock held for good: the API process's next ``set()`` after a commit then
+blocks forever, and so does its shutdown. A write to a non-blocking pipe never waits: a full pipe
+already means "look now", and a closed one means the child is gone. A watcher thread restarts a
+child that died (``restarts`` counts them); the new one takes the leadership and resumes from the
+positions its views committed, so nothing is projected twice.
 
 The child decodes events, so it gets the same settings (keys for encryption at rest included).
 It ignores SIGINT: the API process stops it (``stop``), and it also stops when that process is
-gone, so it never outlives its server.
+gone (end of file on the pipe, or a new parent), so it never outlives its server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import threading
+from multiprocessing.connection import Connection
 from typing import Any
 
 from application.settings import Settings
@@ -27,9 +37,11 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 PARENT_CHECK_S = 1.0  # how often the child looks whether its API process is still there
+RESTART_AFTER_S = 1.0  # how often the API process looks whether its projector is still there
 # With a core of its own the projector would wake for every commit and write pages of a few
 # events, each page a transaction over every view: let events gather for a moment instead.
 GATHER_S = 0.01
+NUDGE, STOP = b"n", b"s"
 
 
 class ProjectorStartError(RuntimeError):
@@ -40,51 +52,96 @@ class ProjectorProcess:
     """The API process's handle: ``nudge`` after a commit, ``stop`` at shutdown."""
 
     def __init__(self, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")  # no inherited threads, pools or locks
-        self._nudge = context.Event()
-        self._stop = context.Event()
-        ready = context.Queue(maxsize=1)
-        values = settings.model_dump(mode="json") | {"committer": "thread"}
-        self._process = context.Process(
-            target=run_projector,
-            args=(values, self._nudge, self._stop, ready, os.getpid()),
-            name="payledger-projector",
-            daemon=True,
+        self._context = multiprocessing.get_context("spawn")  # no inherited threads or locks
+        self._values = settings.model_dump(mode="json") | {"committer": "thread"}
+        self._bell_lock = threading.Lock()  # a closed bell's fd number may be reused at once
+        self._stopping = threading.Event()
+        self.restarts = 0
+        self._process, self._bell = self._start()
+        self._watcher = threading.Thread(
+            target=self._watch, name="payledger-projector-watch", daemon=True
         )
-        self._process.start()
-        try:
-            status, detail = ready.get(timeout=START_TIMEOUT_S)
-        except Exception as e:
-            self._process.terminate()
-            raise ProjectorStartError("the projector process did not start in time") from e
-        if status != "ready":
-            self._process.join(STOP_TIMEOUT_S)
-            raise ProjectorStartError(f"the projector process could not start: {detail}")
+        self._watcher.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def nudge(self) -> None:
         """New events were just saved: look now rather than at the next poll."""
-        self._nudge.set()
+        self._ring(NUDGE)
 
     def is_alive(self) -> bool:
         return self._process.is_alive()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        self._stop.set()
-        self._nudge.set()
+        self._stopping.set()
+        self._watcher.join(START_TIMEOUT_S)  # it may be starting a child: let it finish
+        self._ring(STOP)
         self._process.join(timeout_s)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout_s)
+        with self._bell_lock:
+            self._bell.close()
+
+    def _ring(self, byte: bytes) -> None:
+        with self._bell_lock, contextlib.suppress(OSError, ValueError):
+            # BlockingIOError: the pipe is full of nudges already; BrokenPipeError: the child
+            # is gone (the watcher starts another); ValueError/OSError: the bell is closed.
+            os.write(self._bell.fileno(), byte)
+
+    def _start(self) -> tuple[Any, Connection]:
+        door, bell = self._context.Pipe(duplex=False)
+        ready = self._context.Queue(maxsize=1)
+        process = self._context.Process(
+            target=run_projector,
+            args=(self._values, door, ready, os.getpid()),
+            name="payledger-projector",
+            daemon=True,
+        )
+        process.start()
+        door.close()
+        os.set_blocking(bell.fileno(), False)
+        try:
+            status, detail = ready.get(timeout=START_TIMEOUT_S)
+        except Exception as e:
+            process.terminate()
+            bell.close()
+            raise ProjectorStartError("the projector process did not start in time") from e
+        if status != "ready":
+            process.join(STOP_TIMEOUT_S)
+            bell.close()
+            raise ProjectorStartError(f"the projector process could not start: {detail}")
+        return process, bell
+
+    def _watch(self) -> None:
+        """Start another projector when this one died (killed, out of memory, a bug)."""
+        while not self._stopping.wait(RESTART_AFTER_S):
+            if self._process.is_alive():
+                continue
+            log.error(
+                "the projector process %s exited with code %s; starting another",
+                self._process.pid, self._process.exitcode,
+            )  # fmt: skip
+            try:
+                process, bell = self._start()
+            except ProjectorStartError:
+                log.exception("the projector process could not be restarted; trying again")
+                continue
+            with self._bell_lock:
+                old, self._bell, self._process = self._bell, bell, process
+                old.close()
+            self.restarts += 1
+            self.nudge()  # what was committed while no projector ran
 
 
-def run_projector(
-    values: dict[str, Any], nudge: Any, stop: Any, ready: Any, parent_pid: int
-) -> None:
+def run_projector(values: dict[str, Any], door: Connection, ready: Any, parent_pid: int) -> None:
     """The child: follow the event log into the views until told to stop."""
     from application.app import PayledgerApp  # in the child, after spawn
     from application.encryption import check_readable, cipher_env
     from application.logs import configure_logging
-    from application.tuning import tune_process
+    from application.tuning import name_process, tune_process
     from projections.read_side import ReadSide
     from projections.runner import Follower
 
@@ -99,12 +156,14 @@ def run_projector(
     except Exception as e:
         ready.put(("error", str(e)))
         return
+    name_process("pl-projector")
     tune_process()
+    nudge, stop = threading.Event(), threading.Event()
     follower = Follower(read.runner, nudge=nudge, stop=stop, gather_s=GATHER_S)
-    watch = threading.Thread(
-        target=_stop_with_parent, args=(parent_pid, stop, follower), daemon=True
+    doorman = threading.Thread(
+        target=_answer_the_door, args=(door, parent_pid, nudge, stop), daemon=True
     )
-    watch.start()
+    doorman.start()
     ready.put(("ready", None))
     try:
         follower.run_forever()
@@ -114,11 +173,23 @@ def run_projector(
         app.close()
 
 
-def _stop_with_parent(parent_pid: int, stop: Any, follower: Any) -> None:
-    """A SIGKILLed API process cannot stop its projector: notice that it is gone."""
-    while not stop.wait(PARENT_CHECK_S):
+def _answer_the_door(
+    door: Connection, parent_pid: int, nudge: threading.Event, stop: threading.Event
+) -> None:
+    """Turn bytes from the API process into nudges; stop on STOP, on end of file (the API
+    process closed its end or died) or when the parent is gone (a SIGKILLed API process
+    cannot stop its projector)."""
+    fd = door.fileno()
+    while not stop.is_set():
+        readable, _, _ = select.select([fd], [], [], PARENT_CHECK_S)
         if os.getppid() != parent_pid:
             log.info("the API process is gone; the projector stops")
-            stop.set()
-            follower.nudge()
-            return
+            break
+        if not readable:
+            continue
+        rung = os.read(fd, 4096)
+        if not rung or STOP in rung:
+            break
+        nudge.set()
+    stop.set()
+    nudge.set()

@@ -1,0 +1,89 @@
+"""A projector process that dies is replaced, and a dead one never hangs the API process.
+
+Before the bell was a pipe, a projector killed while it held its ``multiprocessing.Event``'s
+lock left the API process blocked for good on the next nudge after a commit, and on shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from application.service import Payledger
+from projections.projector_process import ProjectorProcess
+from projections.queries import PaymentFilter
+from projections.read_side import ReadSide
+from tests.application.helpers import Driver
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def served(database_url: str) -> Iterator[tuple[Payledger, ReadSide]]:
+    with Payledger(make_settings(database_url)) as svc:
+        side = ReadSide(
+            svc.app, svc.settings.store, projector=lambda: ProjectorProcess(svc.settings)
+        )
+        svc.on_commit = side.nudge
+        yield svc, side
+        side.close()
+
+
+def _until(condition, timeout_s: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_killed_projector_is_restarted_and_the_views_resume_without_double_counting(
+    served: tuple[Payledger, ReadSide],
+) -> None:
+    svc, side = served
+    projector = side.follower
+    assert isinstance(projector, ProjectorProcess)
+    d = Driver(svc)
+    payer, shop = d.open("payer", "CNY"), d.open("shop", "CNY", kind="merchant")
+    d.deposit(payer, "100.00")
+    d.pay("10.00", payer=payer, payee=shop)
+    assert side.model.wait_for("payments", d.position(), 10)
+    first = projector.pid
+
+    os.kill(first, signal.SIGKILL)
+    # Commits go on while no projector runs: nudging a dead child must not block.
+    done = threading.Event()
+
+    def pay_twice() -> None:
+        d.pay("1.00", payer=payer, payee=shop)
+        d.pay("2.00", payer=payer, payee=shop)
+        done.set()
+
+    threading.Thread(target=pay_twice, daemon=True).start()
+    assert done.wait(20), "a commit hung on the dead projector"
+
+    assert _until(lambda: projector.restarts == 1 and projector.is_alive())
+    assert projector.pid != first
+    assert side.model.wait_for("payments", d.position(), 20)
+    assert side.model.wait_for("accounts", d.position(), 20)
+    paid = side.model.payments("default", PaymentFilter(payer=str(payer))).items
+    assert sorted(p.amount_minor for p in paid) == [100, 200, 1000]  # each once
+    view = side.model.account("default", payer)
+    assert view is not None and view.balance_minor == 10000 - 1300 == d.balance(payer)
+    assert side.model.account("default", shop).balance_minor == 1300  # type: ignore[union-attr]
+
+
+def test_stopping_after_the_projector_was_killed_returns_promptly(database_url: str) -> None:
+    with Payledger(make_settings(database_url)) as svc:
+        projector = ProjectorProcess(svc.settings)
+        os.kill(projector.pid, signal.SIGKILL)
+        projector.nudge()
+        stopper = threading.Thread(target=projector.stop, daemon=True)
+        stopper.start()
+        stopper.join(30)
+        assert not stopper.is_alive(), "stop() hung on a killed projector"
+        assert not projector.is_alive()
