@@ -6,12 +6,17 @@ database call (docs/performance.md). Here the API process sends named decisions
 ``(handler, method, args)`` over a pipe to a child process that runs its own ``Payledger`` with a
 thread committer, and answers each with its result or its error. Each process gets its own GIL.
 
+A child that dies (killed, out of memory) fails the commands it was given with
+``CommitterStopped`` (HTTP 503, retry) and the reader thread starts another: each of those
+commands was saved or not, and a retry with the same idempotency key answers with what was saved.
+
 Card numbers never cross the pipe: decisions do not need them (the channel is called by the API
 process), and drafts are sent without their secret.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -27,12 +32,13 @@ from application.committer import Committed, Committer, CommitterStopped, Overlo
 from application.logs import configure_logging
 from application.settings import Settings
 from application.store import StoreConfigError
-from application.tuning import tune_process
+from application.tuning import name_process, tune_process
 from domain.errors import PayledgerError
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+RESTART_AFTER_S = 1.0  # between attempts to start a committer process that died
 
 
 class RemoteCommitterError(PayledgerError):
@@ -45,23 +51,23 @@ class RemoteCommitter:
     """The API process's end: ``submit_named()`` returns a future of ``Committed``."""
 
     def __init__(self, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")  # no inherited threads, pools or locks
-        self._conn, child_end = context.Pipe()
-        values = settings.model_dump(mode="json") | {"committer": "thread"}
-        self._process = context.Process(
-            target=run_committer, args=(child_end, values), name="payledger-committer"
-        )
-        self._process.start()
-        child_end.close()
-        self._check_started()
+        self._context = multiprocessing.get_context("spawn")  # no inherited threads or locks
+        self._values = settings.model_dump(mode="json") | {"committer": "thread"}
         self.queue_max = settings.commit_queue_max
         self.stats: dict[str, float] = {}
+        self.restarts = 0
+        self._stopping = threading.Event()
         self._futures: dict[int, Future[Committed[Any]]] = {}
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
+        self._process, self._conn = self._start()
         self._reader = threading.Thread(target=self._read, name="payledger-committer-reader")
         self._reader.daemon = True
         self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def submit_named(self, handler: str, method: str, args: tuple[Any, ...]) -> Future[Any]:
         if len(self._futures) >= self.queue_max:
@@ -81,32 +87,80 @@ class RemoteCommitter:
         return self._process.is_alive()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        try:
-            with self._send_lock:
-                self._conn.send(None)
-        except (OSError, ValueError):
-            pass  # already gone
-        self._process.join(timeout_s)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout_s)
+        self._stopping.set()
+        with self._send_lock, contextlib.suppress(OSError, ValueError):  # gone already
+            self._conn.send(None)
+        self._reader.join(timeout_s)  # it returns once the child has finished and gone
+        process = self._process
+        process.join(timeout_s)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout_s)
+        self._reader.join(timeout_s)
         self._conn.close()
 
-    def _check_started(self) -> None:
-        if not self._conn.poll(START_TIMEOUT_S):
-            self._process.terminate()
-            raise StoreConfigError("the committer process did not start in time")
-        status, detail = self._conn.recv()
-        if status != "ready":
-            self._process.join(STOP_TIMEOUT_S)
-            raise StoreConfigError(f"the committer process could not start: {detail}")
+    def _start(self) -> tuple[Any, Connection]:
+        conn, child_end = self._context.Pipe()
+        process = self._context.Process(
+            target=run_committer, args=(child_end, self._values), name="payledger-committer"
+        )
+        process.start()
+        child_end.close()
+        try:
+            if not conn.poll(START_TIMEOUT_S):
+                process.terminate()
+                raise StoreConfigError("the committer process did not start in time")
+            try:
+                status, detail = conn.recv()
+            except EOFError:
+                process.join(STOP_TIMEOUT_S)
+                status, detail = "error", f"it exited with code {process.exitcode}"
+            if status != "ready":
+                process.join(STOP_TIMEOUT_S)
+                raise StoreConfigError(f"the committer process could not start: {detail}")
+        except BaseException:
+            conn.close()
+            raise
+        return process, conn
 
     def _read(self) -> None:
+        """Hand each answer to its future; when the child dies, fail what it was given and
+        start another (each command's outcome is in the store or not: a retry with the same
+        idempotency key finds out which)."""
+        while True:
+            self._answer(self._conn)
+            self._fail_waiting()
+            if self._stopping.is_set():
+                return
+            dead = self._process
+            dead.join(STOP_TIMEOUT_S)
+            log.error(
+                "the committer process %s exited with code %s; starting another",
+                dead.pid, dead.exitcode,
+            )  # fmt: skip
+            while not self._stopping.is_set():
+                try:
+                    process, conn = self._start()
+                    break
+                except StoreConfigError:
+                    log.exception("the committer process could not be restarted; trying again")
+                    self._stopping.wait(RESTART_AFTER_S)
+            else:
+                return
+            with self._send_lock:
+                old, self._process, self._conn = self._conn, process, conn
+                old.close()
+                if self._stopping.is_set():  # stop() came while this one started
+                    with contextlib.suppress(OSError, ValueError):
+                        conn.send(None)
+            self.restarts += 1
+
+    def _answer(self, conn: Connection) -> None:
         while True:
             try:
-                request_id, ok, value = self._conn.recv()
+                request_id, ok, value = conn.recv()
             except (EOFError, OSError):
-                break
+                return
             future = self._futures.pop(request_id, None)
             if future is None:
                 continue
@@ -114,10 +168,15 @@ class RemoteCommitter:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        for future in self._futures.values():
+
+    def _fail_waiting(self) -> None:
+        while self._futures:
+            try:
+                _, future = self._futures.popitem()
+            except KeyError:
+                return
             if not future.done():
                 future.set_exception(CommitterStopped("the committer process stopped"))
-        self._futures.clear()
 
 
 def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
@@ -135,6 +194,7 @@ def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
     except Exception as e:
         conn.send(("error", str(e)))
         return
+    name_process("pl-committer")
     tune_process()  # the same GC and GIL tuning as the API process (application/tuning.py)
     conn.send(("ready", None))
     committer = service.committer

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from application.committer import CommitterStopped
 from application.committer_process import RemoteCommitter
 from application.service import Payledger
 from domain.errors import IdempotencyKeyReused
@@ -81,4 +85,47 @@ def test_closing_the_service_stops_the_committer_process(database_url: str) -> N
 
     svc.close()
 
+    assert not committer.is_alive()
+
+
+def test_a_killed_committer_process_is_replaced_and_nothing_is_saved_twice(
+    remote: Payledger,
+) -> None:
+    committer = remote.committer
+    assert isinstance(committer, RemoteCommitter)
+    d = Driver(remote)
+    payer, shop = d.open("payer", "CNY"), d.open("shop", "CNY", kind="merchant")
+    d.deposit(payer, "100.00")
+    key = fresh_key()
+    before = d.pay("10.00", key=key, payer=payer, payee=shop)
+    first = committer.pid
+    assert first is not None
+
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (committer.restarts == 1 and committer.is_alive()):
+        time.sleep(0.05)
+
+    assert committer.restarts == 1 and committer.is_alive() and committer.pid != first
+    again = d.pay("10.00", key=key, payer=payer, payee=shop)  # the client's retry
+    assert (again.id, again.status, again.replayed) == (before.id, "succeeded", True)
+    after = d.pay("2.00", payer=payer, payee=shop)
+    assert after.status == "succeeded"
+    assert (d.balance(payer), d.balance(shop)) == (10000 - 1200, 1200)
+    d.check_books()
+
+
+def test_commands_sent_to_a_dead_committer_fail_as_stopped_not_hang(database_url: str) -> None:
+    svc = Payledger(make_settings(database_url, committer="process"))
+    committer = svc.committer
+    assert isinstance(committer, RemoteCommitter)
+    d = Driver(svc)
+    payer = d.open("payer", "CNY")
+    os.kill(committer.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    committer._process.join(10)
+
+    with pytest.raises(CommitterStopped):
+        d.deposit(payer, "1.00")  # before the reader has started another
+
+    svc.close()
     assert not committer.is_alive()
