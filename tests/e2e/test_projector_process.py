@@ -75,3 +75,67 @@ def test_views_follow_commands_and_the_projector_dies_with_its_server(database_u
     while time.monotonic() < deadline and any(_alive(pid) for pid in spawned):
         time.sleep(0.2)
     assert not [pid for pid in spawned if _alive(pid)], "a child outlived its killed server"
+
+
+def _child_named(server_pid: int, name: str) -> int | None:
+    for pid in _children(server_pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _until(condition, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (found := condition()) is not None:
+            return found
+        time.sleep(0.1)
+    return None
+
+
+def test_a_server_whose_children_were_killed_starts_new_ones_and_still_shuts_down(
+    database_url, start_server
+):
+    server = start_server(database_url, "--log-level", "info")
+    pid = server.process.pid
+    projector, committer = _child_named(pid, "pl-projector"), _child_named(pid, "pl-committer")
+    assert projector and committer, _children(pid)
+    with server.client() as http:
+        opened = http.post("/v1/accounts", json={"owner": "k", "currency": "CNY"})
+        account = opened.json()["id"]
+
+        def deposit(key: str) -> int | None:
+            answer = http.post(
+                f"/v1/accounts/{account}/deposits", json={"amount": "1.00"},
+                headers={"Idempotency-Key": key},
+            )  # fmt: skip
+            assert answer.status_code in (200, 201, 503), answer.text
+            return int(answer.headers["Payledger-Position"]) if answer.status_code < 300 else None
+
+        assert deposit("kill-1") is not None
+        os.kill(projector, signal.SIGKILL)
+        assert deposit("kill-2") is not None  # commits go on; nudging the dead child never blocks
+        os.kill(committer, signal.SIGKILL)
+        # Commands answer 503 (retry) until a new committer runs, then go through.
+        position = _until(lambda: deposit("kill-3"))
+        assert position is not None, "commands never went through after the committer died"
+        assert deposit("kill-2") is not None  # a retry answers with what was saved
+        new_projector = _until(lambda: _child_named(pid, "pl-projector"))
+        assert new_projector not in (None, projector)
+        assert _child_named(pid, "pl-committer") not in (None, committer)
+        entries = http.get(
+            f"/v1/accounts/{account}/entries",
+            params={"wait_for_position": position, "timeout_s": 20},
+        )  # fmt: skip
+        balances = [e["balance_after"] for e in entries.json()["items"]]
+        assert balances == ["1.00", "2.00", "3.00"], entries.text  # each deposit once
+        assert _until(lambda: True if http.get("/readyz").status_code == 200 else None)
+        children = set(_children(pid))
+    server.process.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then dies of the signal it caught (-15).
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log_path.read_text()
+    assert _until(lambda: True if not any(_alive(c) for c in children) else None, 15)
