@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 RESTART_AFTER_S = 1.0  # between attempts to start a committer process that died
+RESTART_BACKOFF_MAX_S = 30.0  # ... doubling while it cannot start (database down)
 
 
 class RemoteCommitterError(PayledgerError):
@@ -138,13 +139,15 @@ class RemoteCommitter:
                 "the committer process %s exited with code %s; starting another",
                 dead.pid, dead.exitcode,
             )  # fmt: skip
+            delay_s = RESTART_AFTER_S
             while not self._stopping.is_set():
                 try:
                     process, conn = self._start()
                     break
                 except StoreConfigError:
                     log.exception("the committer process could not be restarted; trying again")
-                    self._stopping.wait(RESTART_AFTER_S)
+                    self._stopping.wait(delay_s)
+                    delay_s = min(delay_s * 2, RESTART_BACKOFF_MAX_S)
             else:
                 return
             with self._send_lock:

@@ -38,6 +38,7 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 PARENT_CHECK_S = 1.0  # how often the child looks whether its API process is still there
 RESTART_AFTER_S = 1.0  # how often the API process looks whether its projector is still there
+RESTART_BACKOFF_MAX_S = 30.0  # a projector that cannot start (database down) is retried less often
 # With a core of its own the projector would wake for every commit and write pages of a few
 # events, each page a transaction over every view: let events gather for a moment instead.
 GATHER_S = 0.01
@@ -117,18 +118,22 @@ class ProjectorProcess:
 
     def _watch(self) -> None:
         """Start another projector when this one died (killed, out of memory, a bug)."""
-        while not self._stopping.wait(RESTART_AFTER_S):
+        failures = 0
+        while not self._stopping.wait(min(RESTART_AFTER_S * 2**failures, RESTART_BACKOFF_MAX_S)):
             if self._process.is_alive():
                 continue
-            log.error(
-                "the projector process %s exited with code %s; starting another",
-                self._process.pid, self._process.exitcode,
-            )  # fmt: skip
+            if not failures:
+                log.error(
+                    "the projector process %s exited with code %s; starting another",
+                    self._process.pid, self._process.exitcode,
+                )  # fmt: skip
             try:
                 process, bell = self._start()
             except ProjectorStartError:
+                failures = min(failures + 1, 10)
                 log.exception("the projector process could not be restarted; trying again")
                 continue
+            failures = 0
             with self._bell_lock:
                 old, self._bell, self._process = self._bell, bell, process
                 old.close()

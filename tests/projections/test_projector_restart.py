@@ -5,6 +5,7 @@ lock left the API process blocked for good on the next nudge after a commit, and
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -87,3 +88,34 @@ def test_stopping_after_the_projector_was_killed_returns_promptly(database_url: 
         stopper.join(30)
         assert not stopper.is_alive(), "stop() hung on a killed projector"
         assert not projector.is_alive()
+
+
+def test_a_projector_that_cannot_start_is_retried_less_and_less_often(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import projections.projector_process as module
+
+    with Payledger(make_settings(database_url)) as svc:
+        projector = ProjectorProcess(svc.settings)
+        monkeypatch.setattr(module, "RESTART_AFTER_S", 0.01)
+        monkeypatch.setattr(module, "RESTART_BACKOFF_MAX_S", 0.16)
+        attempts: list[float] = []
+        start = projector._start
+
+        def failing_start():  # type: ignore[no-untyped-def]
+            attempts.append(time.monotonic())
+            if len(attempts) < 6:
+                raise module.ProjectorStartError("the database is down")
+            return start()
+
+        monkeypatch.setattr(projector, "_start", failing_start)
+        os.kill(projector.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        try:
+            assert _until(lambda: projector.restarts == 1 and projector.is_alive())
+        finally:
+            projector.stop()
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert len(attempts) == 6
+        # Doubling from 0.01 s after each failure, up to the cap (without it: 0.01 s each).
+        waits = [0.02, 0.04, 0.08, 0.16, 0.16]
+        assert all(gap >= 0.95 * wait for gap, wait in zip(gaps, waits, strict=True)), gaps
