@@ -28,11 +28,12 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
+from application.child_processes import name_process, start_again
 from application.committer import Committed, Committer, CommitterStopped, Overloaded
 from application.logs import configure_logging
 from application.settings import Settings
 from application.store import StoreConfigError
-from application.tuning import name_process, tune_process
+from application.tuning import tune_process
 from domain.errors import PayledgerError
 
 log = logging.getLogger(__name__)
@@ -139,17 +140,13 @@ class RemoteCommitter:
                 "the committer process %s exited with code %s; starting another",
                 dead.pid, dead.exitcode,
             )  # fmt: skip
-            delay_s = RESTART_AFTER_S
-            while not self._stopping.is_set():
-                try:
-                    process, conn = self._start()
-                    break
-                except StoreConfigError:
-                    log.exception("the committer process could not be restarted; trying again")
-                    self._stopping.wait(delay_s)
-                    delay_s = min(delay_s * 2, RESTART_BACKOFF_MAX_S)
-            else:
+            started = start_again(
+                self._start, self._stopping, StoreConfigError, "committer process",
+                first_wait_s=RESTART_AFTER_S, max_wait_s=RESTART_BACKOFF_MAX_S,
+            )  # fmt: skip
+            if started is None:
                 return
+            process, conn = started
             with self._send_lock:
                 old, self._process, self._conn = self._conn, process, conn
                 old.close()

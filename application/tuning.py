@@ -9,10 +9,8 @@ interval lets the committer thread get back to its save sooner after each databa
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
-from pathlib import Path
 
 GC_THRESHOLDS = (50_000, 50, 1_000)
 SWITCH_INTERVAL_S = 0.001
@@ -23,10 +21,3 @@ def tune_process() -> None:
     gc.freeze()  # everything loaded so far lives for the whole process: never scan it again
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-
-
-def name_process(name: str) -> None:
-    """Name this process as ``ps``, ``top`` and the tests see it (Linux keeps 15 characters);
-    nothing happens where the system has no such name."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/comm").write_text(name[:15])

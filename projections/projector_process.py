@@ -31,6 +31,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from application.child_processes import name_process, start_again
 from application.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,22 +119,20 @@ class ProjectorProcess:
 
     def _watch(self) -> None:
         """Start another projector when this one died (killed, out of memory, a bug)."""
-        failures = 0
-        while not self._stopping.wait(min(RESTART_AFTER_S * 2**failures, RESTART_BACKOFF_MAX_S)):
+        while not self._stopping.wait(RESTART_AFTER_S):
             if self._process.is_alive():
                 continue
-            if not failures:
-                log.error(
-                    "the projector process %s exited with code %s; starting another",
-                    self._process.pid, self._process.exitcode,
-                )  # fmt: skip
-            try:
-                process, bell = self._start()
-            except ProjectorStartError:
-                failures = min(failures + 1, 10)
-                log.exception("the projector process could not be restarted; trying again")
-                continue
-            failures = 0
+            log.error(
+                "the projector process %s exited with code %s; starting another",
+                self._process.pid, self._process.exitcode,
+            )  # fmt: skip
+            started = start_again(
+                self._start, self._stopping, ProjectorStartError, "projector process",
+                first_wait_s=2 * RESTART_AFTER_S, max_wait_s=RESTART_BACKOFF_MAX_S,
+            )  # fmt: skip
+            if started is None:
+                return
+            process, bell = started
             with self._bell_lock:
                 old, self._bell, self._process = self._bell, bell, process
                 old.close()
@@ -146,7 +145,7 @@ def run_projector(values: dict[str, Any], door: Connection, ready: Any, parent_p
     from application.app import PayledgerApp  # in the child, after spawn
     from application.encryption import check_readable, cipher_env
     from application.logs import configure_logging
-    from application.tuning import name_process, tune_process
+    from application.tuning import tune_process
     from projections.read_side import ReadSide
     from projections.runner import Follower
 
