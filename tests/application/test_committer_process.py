@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +22,7 @@ from tests.application.helpers import (
     payment_command,
 )
 from tests.conftest import make_settings
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -102,9 +102,7 @@ def test_a_killed_committer_process_is_replaced_and_nothing_is_saved_twice(
     assert first is not None
 
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (committer.restarts == 1 and committer.is_alive()):
-        time.sleep(0.05)
+    wait_until(lambda: committer.restarts == 1 and committer.is_alive(), 30)
 
     assert committer.restarts == 1 and committer.is_alive() and committer.pid != first
     again = d.pay("10.00", key=key, payer=payer, payee=shop)  # the client's retry

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from schwifty import IBAN
 from application.app import PayledgerApp
 from application.encryption import cipher_env
 from domain.batches import Batch
+from domain.payments import batch_item_payment_id
 from tests.conftest import make_settings
 from tests.e2e.conftest import CLI_TIMEOUT_S, Cli, CliResult, clean_env, payledger_cmd
 
@@ -222,3 +224,37 @@ class BatchProbe:
 
     def close(self) -> None:
         self.app.close()
+
+
+def check_final_batch(bc: BatchCli, status: dict[str, Any], lines: list[Line]) -> None:
+    """The batch is final with the counts and amounts its lines should give, and every valid
+    item has the one payment of its first attempt in its expected outcome."""
+    batch_id = status["id"]
+    expected = Counter(x.expected for x in lines)
+    amounts = {
+        outcome: cents(sum(x.amount_minor for x in lines if x.expected == outcome))
+        for outcome in ("succeeded", "failed", "exception")
+    }
+    final = "completed" if expected["succeeded"] == len(lines) else "completed_with_failures"
+    assert status["status"] == final, status
+    assert status["counts"] == {
+        "succeeded": expected["succeeded"], "failed": expected["failed"],
+        "exception": expected["exception"], "invalid": expected["invalid"], "pending": 0,
+    }, status  # fmt: skip
+    assert status["amounts"] == amounts, status
+    assert status["held"] == amounts["exception"], status
+
+    items = bc.items(batch_id)
+    assert [i["index"] for i in items] == [x.index for x in lines]
+    wrong = []
+    for item, line in zip(items, lines, strict=True):
+        payment = None
+        if line.expected != "invalid":
+            payment = str(batch_item_payment_id(UUID(batch_id), line.index, 1))
+        got = (item["end_to_end_id"], item["status"], item["payment_id"], item["attempt"])
+        want = (line.end_to_end_id, line.expected, payment, 1 if payment else item["attempt"])
+        if got != want or (line.code and item["reason_code"] != line.code):
+            wrong.append(f"item {line.index}: {got} {item['reason_code']}, expected {want}")
+    assert not wrong, "\n".join(wrong[:20])
+    payment_ids = [i["payment_id"] for i in items if i["payment_id"] is not None]
+    assert len(set(payment_ids)) == len(payment_ids) == len(lines) - expected["invalid"]

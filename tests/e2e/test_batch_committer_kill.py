@@ -17,9 +17,15 @@ from pathlib import Path
 import pytest
 
 from domain.accounts import clearing_account_id
-from tests.e2e.batch_cli_helpers import BatchCli, BatchProbe, cents, payroll_lines, write_csv
-from tests.e2e.test_batch_crash import _check_batch
-from tests.e2e.test_projector_process import _child_named
+from tests.e2e.batch_cli_helpers import (
+    BatchCli,
+    BatchProbe,
+    cents,
+    check_final_batch,
+    payroll_lines,
+    write_csv,
+)
+from tests.e2e.processes import child_named
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,7 +47,7 @@ def test_a_batch_survives_its_servers_committer_being_killed(
     submitted = bc.submit(write_csv(tmp_path / "payroll.csv", lines), funding)
     approver = bc.approver()
     server = start_server(database_url, "--log-level", "warning", env=ENV)
-    committer = _child_named(server.process.pid, "pl-committer")
+    committer = child_named(server.process.pid, "pl-committer")
     assert committer is not None
     probe = BatchProbe(database_url)
     try:
@@ -65,9 +71,9 @@ def test_a_batch_survives_its_servers_committer_being_killed(
     finally:
         probe.close()
     assert killed_at < len(lines), "the kill came after the end: it tested nothing"
-    assert _child_named(server.process.pid, "pl-committer") not in (None, committer)
+    assert child_named(server.process.pid, "pl-committer") not in (None, committer)
     assert "exited with code -9; starting another" in server.log_path.read_text()
-    _check_batch(bc, bc.status(submitted["id"]), lines)
+    check_final_batch(bc, bc.status(submitted["id"]), lines)
     paid = sum(x.amount_minor for x in lines if x.expected == "succeeded")
     held = sum(x.amount_minor for x in lines if x.expected == "exception")
     account = bc.account(funding)

@@ -32,18 +32,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
 from domain.accounts import clearing_account_id
 from domain.batches import Batch
-from domain.payments import batch_item_payment_id
 from tests.e2e.batch_cli_helpers import (
     BatchCli,
     BatchProbe,
     Line,
     cents,
+    check_final_batch,
     payroll_lines,
     sigkill,
     wait_exit,
@@ -168,7 +167,7 @@ def _crash_and_resume(
     resumed = {r["id"]: r for r in bc.json("batches", "resume")}
     print(f"  resume: {[(r['id'], r['status']) for r in resumed.values()]}")
     # The batch as resume printed it, or (a kill that came after the end) as it is.
-    _check_batch(bc, resumed.get(batch_id) or bc.status(batch_id), lines)
+    check_final_batch(bc, resumed.get(batch_id) or bc.status(batch_id), lines)
     return kills, lines
 
 
@@ -202,35 +201,3 @@ def _kill_run(
         kill.where = "mid-group"
     else:
         kill.where = "processing"
-
-
-def _check_batch(bc: BatchCli, status: dict[str, Any], lines: list[Line]) -> None:
-    batch_id = status["id"]
-    expected = Counter(x.expected for x in lines)
-    amounts = {
-        outcome: cents(sum(x.amount_minor for x in lines if x.expected == outcome))
-        for outcome in ("succeeded", "failed", "exception")
-    }
-    final = "completed" if expected["succeeded"] == len(lines) else "completed_with_failures"
-    assert status["status"] == final, status
-    assert status["counts"] == {
-        "succeeded": expected["succeeded"], "failed": expected["failed"],
-        "exception": expected["exception"], "invalid": expected["invalid"], "pending": 0,
-    }, status  # fmt: skip
-    assert status["amounts"] == amounts, status
-    assert status["held"] == amounts["exception"], status
-
-    items = bc.items(batch_id)
-    assert [i["index"] for i in items] == [x.index for x in lines]
-    wrong = []
-    for item, line in zip(items, lines, strict=True):
-        payment = None
-        if line.expected != "invalid":
-            payment = str(batch_item_payment_id(UUID(batch_id), line.index, 1))
-        got = (item["end_to_end_id"], item["status"], item["payment_id"], item["attempt"])
-        want = (line.end_to_end_id, line.expected, payment, 1 if payment else item["attempt"])
-        if got != want or (line.code and item["reason_code"] != line.code):
-            wrong.append(f"item {line.index}: {got} {item['reason_code']}, expected {want}")
-    assert not wrong, "\n".join(wrong[:20])
-    payment_ids = [i["payment_id"] for i in items if i["payment_id"] is not None]
-    assert len(set(payment_ids)) == len(payment_ids) == len(lines) - expected["invalid"]

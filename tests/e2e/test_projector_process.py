@@ -7,42 +7,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.processes import alive, child_named, children_of
+from tests.waiting import wait_until
+
 pytestmark = [pytest.mark.e2e]
-
-
-def _children(pid: int) -> dict[int, str]:
-    """Live child processes of ``pid``: pid -> command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found[int(entry.name)] = cmdline
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_views_follow_commands_and_the_projector_dies_with_its_server(database_url, start_server):
     server = start_server(database_url, "--log-level", "warning")
     spawned = {
-        pid: cmd for pid, cmd in _children(server.process.pid).items() if "multiprocessing" in cmd
+        pid: cmd for pid, cmd in children_of(server.process.pid).items() if "multiprocessing" in cmd
     }
     # The committer and the projector (and multiprocessing's resource tracker).
     assert len(spawned) >= 2, spawned
@@ -72,28 +49,9 @@ def test_views_follow_commands_and_the_projector_dies_with_its_server(database_u
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(timeout=10)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(_alive(pid) for pid in spawned):
+    while time.monotonic() < deadline and any(alive(pid) for pid in spawned):
         time.sleep(0.2)
-    assert not [pid for pid in spawned if _alive(pid)], "a child outlived its killed server"
-
-
-def _child_named(server_pid: int, name: str) -> int | None:
-    for pid in _children(server_pid):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                return pid
-        except OSError:
-            continue
-    return None
-
-
-def _until(condition, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (found := condition()) is not None:
-            return found
-        time.sleep(0.1)
-    return None
+    assert not [pid for pid in spawned if alive(pid)], "a child outlived its killed server"
 
 
 def test_a_server_whose_children_were_killed_starts_new_ones_and_still_shuts_down(
@@ -101,8 +59,8 @@ def test_a_server_whose_children_were_killed_starts_new_ones_and_still_shuts_dow
 ):
     server = start_server(database_url, "--log-level", "info")
     pid = server.process.pid
-    projector, committer = _child_named(pid, "pl-projector"), _child_named(pid, "pl-committer")
-    assert projector and committer, _children(pid)
+    projector, committer = child_named(pid, "pl-projector"), child_named(pid, "pl-committer")
+    assert projector and committer, children_of(pid)
     with server.client() as http:
         opened = http.post("/v1/accounts", json={"owner": "k", "currency": "CNY"})
         account = opened.json()["id"]
@@ -120,22 +78,22 @@ def test_a_server_whose_children_were_killed_starts_new_ones_and_still_shuts_dow
         assert deposit("kill-2") is not None  # commits go on; nudging the dead child never blocks
         os.kill(committer, signal.SIGKILL)
         # Commands answer 503 (retry) until a new committer runs, then go through.
-        position = _until(lambda: deposit("kill-3"))
+        position = wait_until(lambda: deposit("kill-3"), 30)
         assert position is not None, "commands never went through after the committer died"
         assert deposit("kill-2") is not None  # a retry answers with what was saved
-        new_projector = _until(lambda: _child_named(pid, "pl-projector"))
+        new_projector = wait_until(lambda: child_named(pid, "pl-projector"), 30)
         assert new_projector not in (None, projector)
-        assert _child_named(pid, "pl-committer") not in (None, committer)
+        assert child_named(pid, "pl-committer") not in (None, committer)
         entries = http.get(
             f"/v1/accounts/{account}/entries",
             params={"wait_for_position": position, "timeout_s": 20},
         )  # fmt: skip
         balances = [e["balance_after"] for e in entries.json()["items"]]
         assert balances == ["1.00", "2.00", "3.00"], entries.text  # each deposit once
-        assert _until(lambda: True if http.get("/readyz").status_code == 200 else None)
-        children = set(_children(pid))
+        assert wait_until(lambda: http.get("/readyz").status_code == 200, 30)
+        children = set(children_of(pid))
     server.process.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then dies of the signal it caught (-15).
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log_path.read_text()
-    assert _until(lambda: True if not any(_alive(c) for c in children) else None, 15)
+    assert wait_until(lambda: not any(alive(c) for c in children), 15)

@@ -24,6 +24,7 @@ from interfaces.http.app import create_app
 from interfaces.webhooks.verify import SignatureMismatch, verify
 from tests.conftest import make_settings
 from tests.interfaces.conftest import Api, LiveServer, card, new_key, serving
+from tests.waiting import wait_until
 from tests.webhook_receiver import Receiver
 
 PAYMENT_EVENTS = ["payment.succeeded", "payment.failed", "payment.exception"]
@@ -101,16 +102,6 @@ def delivered(http: httpx.Client, endpoint_id: str, n: int) -> list[dict[str, An
         return found if len(found) == n else None
 
     return wait_until(done)  # type: ignore[no-any-return]
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 20) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # --- endpoints ---------------------------------------------------------------------------------

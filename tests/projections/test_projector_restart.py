@@ -20,6 +20,7 @@ from projections.queries import PaymentFilter
 from projections.read_side import ReadSide
 from tests.application.helpers import Driver
 from tests.conftest import make_settings
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -31,15 +32,6 @@ def served(database_url: str) -> Iterator[tuple[Payledger, ReadSide]]:
         svc.on_commit = side.nudge
         yield svc, side
         side.close()
-
-
-def _until(condition, timeout_s: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_killed_projector_is_restarted_and_the_views_resume_without_double_counting(
@@ -67,7 +59,7 @@ def test_a_killed_projector_is_restarted_and_the_views_resume_without_double_cou
     threading.Thread(target=pay_twice, daemon=True).start()
     assert done.wait(20), "a commit hung on the dead projector"
 
-    assert _until(lambda: projector.restarts == 1 and projector.is_alive())
+    assert wait_until(lambda: projector.restarts == 1 and projector.is_alive(), 30)
     assert projector.pid != first
     assert side.model.wait_for("payments", d.position(), 20)
     assert side.model.wait_for("accounts", d.position(), 20)
@@ -111,7 +103,7 @@ def test_a_projector_that_cannot_start_is_retried_less_and_less_often(
         monkeypatch.setattr(projector, "_start", failing_start)
         os.kill(projector.pid, signal.SIGKILL)  # type: ignore[arg-type]
         try:
-            assert _until(lambda: projector.restarts == 1 and projector.is_alive())
+            assert wait_until(lambda: projector.restarts == 1 and projector.is_alive(), 30)
         finally:
             projector.stop()
         gaps = [b - a for a, b in itertools.pairwise(attempts)]
