@@ -24,7 +24,8 @@ from application.batch_files.pain002 import write_pain002
 from tests.application.batch_files.files import generated_pain001
 
 
-def measure(label: str, run: Callable[[], Any], size: int) -> None:
+def measure(label: str, run: Callable[[], Any], size: int) -> tuple[float, float]:
+    """Best of two runs: prints and returns (wall, cpu) seconds."""
     best_wall = best_cpu = float("inf")
     for _ in range(2):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -33,6 +34,7 @@ def measure(label: str, run: Callable[[], Any], size: int) -> None:
         best_cpu = min(best_cpu, time.process_time() - cpu)
         del result
     print(f"{label:<52} {size:>8} items  wall {best_wall:5.2f} s  cpu {best_cpu:5.2f} s")
+    return best_wall, best_cpu
 
 
 def status_report(n: int) -> StatusReport:
