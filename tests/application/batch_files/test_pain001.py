@@ -233,6 +233,24 @@ def test_schema_errors_name_their_lines_and_stop_at_twenty():
     assert "{urn:" not in error.errors[0].reason  # our own namespace is left out of messages
 
 
+def test_a_fault_in_the_last_transaction_refuses_the_whole_file():
+    # The streamed pass has mapped every transaction before it reaches the fault: none of them
+    # may come out, and the error is the whole-file one, with its line.
+    lines = generated_pain001(3_000).decode().split("\n")
+    [last] = [n for n, line in enumerate(lines) if "<EndToEndId>E2E-2999<" in line]
+    lines[last] = lines[last].replace("EndToEndId>", "EndToEndRef>")
+    [problem] = refused("\n".join(lines).encode()).errors
+    assert problem.field == f"line {last + 1}"
+    assert "EndToEndRef" in problem.reason and problem.code == "FF01"
+
+
+def test_a_doctype_before_an_otherwise_valid_file_is_refused():
+    data = generated_pain001(3).replace(b"?>\n", b"?>\n<!DOCTYPE Document>\n", 1)
+    assert b"<!DOCTYPE" in data
+    [problem] = refused(data).errors
+    assert problem.field == "DOCTYPE"
+
+
 def test_a_decimal_comma_in_the_control_sum_is_refused():
     data = sample("apiome/01-minimal-pain001.xml").replace(
         b"<CtrlSum>150.00</CtrlSum>", b"<CtrlSum>150,00</CtrlSum>", 1
