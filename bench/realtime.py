@@ -563,6 +563,7 @@ class Settings:
     workers: int = 1
     committer: str = "process"
     projections: str = "process"
+    half_rate: float | None = None  # a fixed rate for the "half" run (A/B at equal load)
 
 
 def measure_noop(
@@ -625,13 +626,13 @@ def measure_store(
             out["mixes"][mix] = measure_mix(store, mix, server, acc, ids_file, cfg, load, nonce)
         if cfg.profile:
             out["profiles"] = {}
-            for mix in ("uniform", "hot_merchant"):
+            for mix in cfg.mixes:
                 path = profile_dir / f"{store}-{mix}.txt"
                 assert server.proc is not None
                 spy = pyspy_record(server.proc.pid, cfg.duration, path)
                 if spy is None:
                     break
-                raw = load.run(server.url, "/v1/payments", ids_file, mix, f"{nonce}p{mix[:2]}",
+                raw = load.run(server.url, "/v1/payments", ids_file, mix, f"{nonce}p{mix}",
                                cfg.duration)  # fmt: skip
                 spy.wait(60)
                 out["profiles"][mix] = {
@@ -688,7 +689,7 @@ def measure_mix(
         f"server {cpu['server_cpu_us_per_success']} us CPU/payment, other load "
         f"{cpu['other_cpu_s']} CPU-s"
     )
-    rate = m["rate_per_s"] / 2
+    rate = cfg.half_rate or m["rate_per_s"] / 2
     if rate >= 1:
         with contextlib.suppress(httpx.HTTPError):
             httpx.post(url + "/__bench/reset", timeout=5)
@@ -791,6 +792,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up before a run")
     p.add_argument("--half-duration", type=float, default=None, help="seconds of half-load run")
     p.add_argument(
+        "--half-rate",
+        type=float,
+        default=None,
+        help="experiments: run the open-loop part at this rate instead of half the maximum, so "
+        "two versions compare at equal load (server CPU per payment)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         help="uvicorn log level for both servers (info is the CLI default; access logs stay off)",
@@ -845,6 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         half_duration=args.half_duration
         if args.half_duration is not None
         else (3.0 if args.quick else 10.0),
+        half_rate=args.half_rate,
         connections=args.connections,
         payers=200,
         payees=200,
