@@ -94,8 +94,12 @@ class Committer:
         conflict_retries: int = 8,
         cache: AggregateCache | None = None,
         clock: Clock | None = None,
+        after_group: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
+        # Called on the committer thread once every caller of a group has its answer (the
+        # committer process sends the group's answers in one message from there).
+        self.after_group = after_group
         self.clock = clock or SystemClock()
         self.cache = cache or AggregateCache()
         self.group_max = group_max
@@ -161,6 +165,11 @@ class Committer:
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(e)
+            if self.after_group is not None:
+                try:
+                    self.after_group()
+                except Exception:
+                    log.exception("committer's after_group hook failed")
             if stop_after:
                 return
 

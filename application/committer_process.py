@@ -6,6 +6,10 @@ database call (docs/performance.md). Here the API process sends named decisions
 ``(handler, method, args)`` over a pipe to a child process that runs its own ``Payledger`` with a
 thread committer, and answers each with its result or its error. Each process gets its own GIL.
 
+Both ends batch: the API process sends the decisions asked for in one turn of its event loop as
+one message, and the child sends a group's answers as one message once the group is saved, so a
+group of 30 payments costs one write and one read each way instead of 30.
+
 A child that dies (killed, out of memory) fails the commands it was given with
 ``CommitterStopped`` (HTTP 503, retry) and the reader thread starts another: each of those
 commands was saved or not, and a retry with the same idempotency key answers with what was saved.
@@ -16,6 +20,7 @@ process), and drafts are sent without their secret.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -62,6 +67,7 @@ class RemoteCommitter:
         self._futures: dict[int, Future[Committed[Any]]] = {}
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
+        self._outbox: list[tuple[int, str, str, tuple[Any, ...]]] = []  # guarded by _send_lock
         self._process, self._conn = self._start()
         self._reader = threading.Thread(target=self._read, name="payledger-committer-reader")
         self._reader.daemon = True
@@ -72,23 +78,49 @@ class RemoteCommitter:
         return self._process.pid
 
     def submit_named(self, handler: str, method: str, args: tuple[Any, ...]) -> Future[Any]:
+        """Queue the decision; it is sent with the others asked for in the same turn of the
+        caller's event loop (at once when there is no running loop)."""
         if len(self._futures) >= self.queue_max:
             raise Overloaded("too many commands waiting; retry shortly")
         future: Future[Committed[Any]] = Future()
         request_id = next(self._ids)
         self._futures[request_id] = future
         try:
-            with self._send_lock:
-                self._conn.send((request_id, handler, method, args))
-        except (OSError, ValueError) as e:
-            self._futures.pop(request_id, None)
-            raise CommitterStopped("the committer process is gone") from e
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._send_lock:
+            self._outbox.append((request_id, handler, method, args))
+            first = len(self._outbox) == 1
+        if loop is None:
+            self._flush()
+        elif first:  # this caller awaits its future on this loop, so the flush will run
+            loop.call_soon(self._flush)
         return future
+
+    def _flush(self) -> None:
+        """Send what is queued as one message; its callers learn of a dead pipe at once."""
+        with self._send_lock:
+            batch, self._outbox = self._outbox, []
+            # Not what was failed already (a committer that died): that must never run later.
+            batch = [request for request in batch if request[0] in self._futures]
+            if not batch:
+                return
+            try:
+                self._conn.send(batch)
+                return
+            except (OSError, ValueError):
+                pass
+        for request_id, *_ in batch:
+            future = self._futures.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(CommitterStopped("the committer process is gone"))
 
     def is_alive(self) -> bool:
         return self._process.is_alive()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        self._flush()  # what was asked for before the stop is still decided and answered
         self._stopping.set()
         with self._send_lock, contextlib.suppress(OSError, ValueError):  # gone already
             self._conn.send(None)
@@ -158,16 +190,17 @@ class RemoteCommitter:
     def _answer(self, conn: Connection) -> None:
         while True:
             try:
-                request_id, ok, value = conn.recv()
+                answers = conn.recv()
             except (EOFError, OSError):
                 return
-            future = self._futures.pop(request_id, None)
-            if future is None:
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            for request_id, ok, value in answers:
+                future = self._futures.pop(request_id, None)
+                if future is None:
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     def _fail_waiting(self) -> None:
         while self._futures:
@@ -200,6 +233,7 @@ def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
     committer = service.committer
     assert isinstance(committer, Committer)  # the child's own committer is a thread
     send_lock = threading.Lock()
+    outbox: list[tuple[int, bool, Any]] = []  # answers not yet sent, guarded by send_lock
 
     def answer(request_id: int, future: Future[Committed[Any]]) -> None:
         error = future.exception()
@@ -207,18 +241,26 @@ def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
             request_id, False, _portable(error),
         )  # fmt: skip
         with send_lock:
-            conn.send(message)
+            outbox.append(message)
 
+    def flush() -> None:
+        with send_lock:
+            if outbox:
+                conn.send(list(outbox))
+                outbox.clear()
+
+    committer.after_group = flush  # a group's answers leave together, once it is saved
     try:
-        while (request := conn.recv()) is not None:
-            request_id, handler, method, args = request
-            try:
-                future = committer.submit(service.decision(handler, method, *args))
-            except Exception as e:
-                with send_lock:
-                    conn.send((request_id, False, _portable(e)))
-                continue
-            future.add_done_callback(partial(answer, request_id))
+        while (requests := conn.recv()) is not None:
+            for request_id, handler, method, args in requests:
+                try:
+                    future = committer.submit(service.decision(handler, method, *args))
+                except Exception as e:
+                    with send_lock:
+                        outbox.append((request_id, False, _portable(e)))
+                    continue
+                future.add_done_callback(partial(answer, request_id))
+            flush()  # refusals above, and answers that came before their callback was added
     except EOFError:
         pass  # the API process went away
     finally:
