@@ -7,8 +7,12 @@ NOTIFY, RETURNING order, retries, error mapping) is the library's own.
 
 In the same transaction, under the same table lock, it writes each event's link of the
 tamper-evidence chain to ``<events table>_chain`` in the same schema (see application/audit.py).
-When every previous link is in the recorder's cache (one writer process: the usual case) the chain
-insert rides the same pipeline as the events insert, with no extra round trip. The chain key comes
+
+A save is four round trips: ``BEGIN``; the lock timeout, the table lock and the ``NOTIFY`` as
+one simple query; both inserts as one statement (the chain rows in a data-modifying ``WITH``);
+``COMMIT``. The library's statements took seven, each rebuilt from ``psycopg.sql`` objects on
+every call; here they are rendered once. When a previous link is not in the recorder's cache
+(another writer process wrote it) one more round trip reads it, under the lock. The chain key comes
 from the eventsourcing environment, which only the factory sees: ``PERSISTENCE_MODULE`` names
 :class:`PayledgerPostgresFactory`.
 """
@@ -67,15 +71,16 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
                 "PRIMARY KEY (originator_id, originator_version))"
             ).format(schema=schema, chain=chain)
         )
+        # Both inserts in one statement: the chain rows do not depend on the events' ids.
         self.insert_arrays_statement = SQL(
+            "WITH chain AS (INSERT INTO {schema}.{chain} "
+            "(originator_id, originator_version, chain_hash) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::bytea[])) "
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
-        ).format(schema=schema, table=events)
-        self.insert_chain_statement = SQL(
-            "INSERT INTO {schema}.{chain} (originator_id, originator_version, chain_hash) "
-            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::bytea[])"
-        ).format(schema=schema, chain=chain)
+        ).format(schema=schema, table=events, chain=chain)
+        self._rendered: tuple[str, str] | None = None  # (lock and notify, insert), once
         # One primary-key lookup per key, whatever the planner knows of the table's size: a
         # join may be planned as a hash join over a scan of the whole chain table.
         self.select_prev_links_statement = SQL(
@@ -142,11 +147,16 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
     def _insert_stored_events(
         self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
+        lock_and_notify, insert = self._statements(curs)
+        curs.execute(lock_and_notify)  # no parameters: the simple protocol runs all three
+        linked = self._link(curs, stored_events)
+        rows = linked.rows
         curs.execute(
-            self.insert_arrays_statement,
+            insert,
             (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
@@ -154,41 +164,45 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
             ),
             prepare=True,
         )
-        # Another cursor: the library fetches the notification ids from this one.
-        with curs.connection.cursor(row_factory=tuple_row) as chain_curs:
-            linked = self._insert_chain(chain_curs, stored_events)
         chain_out = kwargs.get("chain_out")
         if chain_out is not None:
             chain_out.clear()
             chain_out.append(linked)
 
-    def _insert_chain(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent]) -> Linked:
+    def _statements(self, curs: Cursor[Any]) -> tuple[str, str]:
+        """The save's statements as text, rendered with the first connection's encoding."""
+        if self._rendered is None:
+            conn = curs.connection
+            lock = [_text(statement, conn) for statement in self.lock_table_statements]
+            notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_string(conn)
+            self._rendered = (
+                "; ".join([*lock, notify]),
+                self.insert_arrays_statement.as_string(conn),
+            )
+        return self._rendered
+
+    def _link(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent]) -> Linked:
+        """Each event's chain link; previous links the cache lacks are read (under the lock)."""
         prevs, missing = self.chain.plan(
             (e.originator_id, e.originator_version) for e in stored_events
         )
-        if missing:  # read under the table lock, after our events insert: one round trip
-            curs.execute(
-                self.select_prev_links_statement,
-                ([oid for oid, _ in missing], [version for _, version in missing]),
-                prepare=True,
-            )
-            for oid, version, digest in curs.fetchall():
-                if digest is not None:
-                    prevs[(oid, version)] = bytes(digest)
-        linked = self.chain.link(
+        if missing:
+            with curs.connection.cursor(row_factory=tuple_row) as select:
+                select.execute(
+                    self.select_prev_links_statement,
+                    ([oid for oid, _ in missing], [version for _, version in missing]),
+                    prepare=True,
+                )
+                for oid, version, digest in select.fetchall():
+                    if digest is not None:
+                        prevs[(oid, version)] = bytes(digest)
+        return self.chain.link(
             (
                 (e.originator_id, id_bytes(e.originator_id), e.originator_version, e.topic, e.state)
                 for e in stored_events
             ),
             prevs,
         )
-        rows = linked.rows
-        curs.execute(
-            self.insert_chain_statement,
-            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
-            prepare=True,
-        )
-        return linked
 
     # --- reading for application/audit.py -------------------------------------------------------
 
@@ -218,6 +232,13 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
                 found = curs.fetchone()
                 total = found[0] if found else total
         return total, rows
+
+
+def _text(statement: Any, conn: Any) -> str:
+    """A statement of the library's (``psycopg.sql`` object, or already text) as text."""
+    if isinstance(statement, bytes):
+        return statement.decode()
+    return statement if isinstance(statement, str) else str(statement.as_string(conn))
 
 
 class PayledgerPostgresFactory(PostgresFactory):
