@@ -274,6 +274,13 @@ class Server:
         self.log_file.close()
 
 
+def _setting(pair: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    name, sep, value = pair.partition("=")
+    if not sep or not name.startswith("PAYLEDGER_"):
+        parser.error(f"--server-env takes PAYLEDGER_NAME=VALUE, not {pair!r}")
+    return name, value
+
+
 def server_env(
     database_url: str | None, committer: str | None = None, projections: str | None = None
 ) -> dict[str, str]:
@@ -564,6 +571,7 @@ class Settings:
     committer: str = "process"
     projections: str = "process"
     half_rate: float | None = None  # a fixed rate for the "half" run (A/B at equal load)
+    server_env: tuple[tuple[str, str], ...] = ()  # extra PAYLEDGER_* settings for the server
 
 
 def measure_noop(
@@ -605,7 +613,7 @@ def measure_store(
     server = Server(
         store,
         cmd,
-        server_env(database_url, cfg.committer, cfg.projections),
+        server_env(database_url, cfg.committer, cfg.projections) | dict(cfg.server_env),
         port,
         tmp / f"server-{store}.log",
     )
@@ -839,6 +847,13 @@ def main(argv: list[str] | None = None) -> int:
         "payledger serve, e.g. 'bench/serve_instrumented.py --no-access-log'",
     )
     p.add_argument("--no-noop", action="store_true", help="experiments: skip the no-op baseline")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="PAYLEDGER_NAME=VALUE",
+        help="experiments: a setting for the payment server (repeatable)",
+    )
     p.add_argument("--out", default=str(RESULTS / "realtime.json"))
     args = p.parse_args(argv)
 
@@ -854,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.half_duration is not None
         else (3.0 if args.quick else 10.0),
         half_rate=args.half_rate,
+        server_env=tuple(_setting(pair, p) for pair in args.server_env),
         connections=args.connections,
         payers=200,
         payees=200,
