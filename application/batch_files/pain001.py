@@ -59,17 +59,21 @@ CREDITOR_BIC = {
 }
 UNSTRUCTURED = Field(("RmtInf", "Ustrd"), multiple=True)
 CREDITOR_REFERENCE = Field(("RmtInf", "Strd", "CdtrRefInf", "Ref"), multiple=True)
-TRANSACTION_FIELDS = (
-    END_TO_END_ID,
-    INSTRUCTION_ID,
-    INSTRUCTED_AMOUNT,
-    EQUIVALENT_AMOUNT,
-    CREDITOR_NAME,
-    CREDITOR_IBAN,
-    *CREDITOR_BIC.values(),
-    UNSTRUCTURED,
-    CREDITOR_REFERENCE,
-)
+# In the order ``_Mapper.transaction`` unpacks them.
+TRANSACTION_FIELDS = {
+    version: (
+        END_TO_END_ID,
+        INSTRUCTION_ID,
+        INSTRUCTED_AMOUNT,
+        EQUIVALENT_AMOUNT,
+        CREDITOR_NAME,
+        CREDITOR_IBAN,
+        bic,
+        UNSTRUCTURED,
+        CREDITOR_REFERENCE,
+    )
+    for version, bic in CREDITOR_BIC.items()
+}
 
 # Below a PmtInf (followed child by child: no flags needed). ReqdExctnDt is an ISODate in .03
 # and a Dt/DtTm choice in .09.
@@ -266,17 +270,7 @@ class _Mapper:
     def __init__(self, version: str) -> None:
         self.version = version
         self.ns = ns = schemas.namespace(version)
-        self.tx_fields = (
-            END_TO_END_ID,
-            INSTRUCTION_ID,
-            INSTRUCTED_AMOUNT,
-            EQUIVALENT_AMOUNT,
-            CREDITOR_NAME,
-            CREDITOR_IBAN,
-            CREDITOR_BIC[version],
-            UNSTRUCTURED,
-            CREDITOR_REFERENCE,
-        )
+        self.tx_fields = TRANSACTION_FIELDS[version]
         self.tx_paths = _paths(ns, self.tx_fields)
         self.block_fields = (*BLOCK_FIELDS, *EXECUTION_DATE[version])
         self.block_paths = _paths(ns, self.block_fields)

@@ -57,15 +57,10 @@ def below(version: str, owner: tuple[str, ...]) -> list[tuple[Step, ...]]:
     return [p[len(owner) :] for p in element_paths(version) if names(p[: len(owner)]) == owner]
 
 
-def transaction_fields(version: str) -> list[pain001.Field]:
-    other_bic = {v: f for v, f in pain001.CREDITOR_BIC.items() if v != version}
-    return [f for f in pain001.TRANSACTION_FIELDS if f not in other_bic.values()]
-
-
 CASES = [
     (version, field)
     for version in pain001.SUPPORTED_VERSIONS
-    for field in transaction_fields(version)
+    for field in pain001.TRANSACTION_FIELDS[version]
 ]
 
 
