@@ -102,9 +102,9 @@ def parse_pain001(data: bytes) -> ParsedFile:
 
     A valid file is read in one streaming pass (``_stream``): validated as it is parsed, each
     transaction mapped and then dropped from the tree, so memory holds the items and not a
-    document tree ten times the file's size. Anything else is parsed whole (``_refuse``) for the
-    same errors, in the same order, as always: not well-formed, DOCTYPE, namespace, then up to
-    ``MAX_SCHEMA_ERRORS`` schema errors with their lines.
+    document tree about eight times the file's size. Anything else is parsed whole
+    (``_refuse``) for the same errors, in the same order, as always: not well-formed, DOCTYPE,
+    namespace, then up to ``MAX_SCHEMA_ERRORS`` schema errors with their lines.
     """
     version = _sniff_version(data)
     if version is not None:
@@ -383,17 +383,6 @@ class _Mapper:
             currency=currencies.pop() if len(currencies) == 1 else None,
             payment_blocks=blocks,
         )
-
-
-def _positions(block_ids: list[int]) -> list[int]:
-    """1-based position of each transaction within its block."""
-    positions: list[int] = []
-    previous, n = -1, 0
-    for b in block_ids:
-        n = n + 1 if b == previous else 1
-        previous = b
-        positions.append(n)
-    return positions
 
 
 def _decimal(text: str | None) -> str | None:
