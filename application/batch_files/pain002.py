@@ -283,8 +283,8 @@ def _sum(amounts: Iterable[str | None]) -> str | None:
             int(fraction) * _SCALE[len(fraction)] if fraction else 0
         )
         decimals = max(decimals, len(fraction))
-    whole, fraction = divmod(units, _UNIT)
-    text = f"{whole}.{f'{fraction:05d}'[:decimals]}" if decimals else str(whole)
+    whole_units, fraction_units = divmod(units, _UNIT)
+    text = f"{whole_units}.{f'{fraction_units:05d}'[:decimals]}" if decimals else str(whole_units)
     return _decimal_number(text)
 
 
