@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ def name_process(name: str) -> None:
 
 
 def start_again(
+    dead: BaseProcess,
     start: Callable[[], T],
     stopping: threading.Event,
     errors: type[Exception] | tuple[type[Exception], ...],
@@ -30,9 +32,10 @@ def start_again(
     first_wait_s: float,
     max_wait_s: float,
 ) -> T | None:
-    """``start()`` until it succeeds (its result) or ``stopping`` is set (None). A child that
-    cannot start (the database down) is tried less and less often: ``first_wait_s`` after the
-    first failure, doubling up to ``max_wait_s``."""
+    """Log that ``dead`` exited, then ``start()`` until it succeeds (its result) or
+    ``stopping`` is set (None). A child that cannot start (the database down) is tried less
+    and less often: ``first_wait_s`` after the first failure, doubling up to ``max_wait_s``."""
+    log.error("the %s %s exited with code %s; starting another", what, dead.pid, dead.exitcode)
     wait_s = first_wait_s
     while not stopping.is_set():
         try:

@@ -110,7 +110,7 @@ class RemoteCommitter:
                 self._conn.send(batch)
                 return
             except (OSError, ValueError):
-                pass
+                pass  # the pipe is closed: its callers are told below, outside the lock
         for request_id, *_ in batch:
             future = self._futures.pop(request_id, None)
             if future is not None and not future.done():
@@ -167,13 +167,9 @@ class RemoteCommitter:
             if self._stopping.is_set():
                 return
             dead = self._process
-            dead.join(STOP_TIMEOUT_S)
-            log.error(
-                "the committer process %s exited with code %s; starting another",
-                dead.pid, dead.exitcode,
-            )  # fmt: skip
+            dead.join(STOP_TIMEOUT_S)  # for its exit code
             started = start_again(
-                self._start, self._stopping, StoreConfigError, "committer process",
+                dead, self._start, self._stopping, StoreConfigError, "committer process",
                 first_wait_s=RESTART_AFTER_S, max_wait_s=RESTART_BACKOFF_MAX_S,
             )  # fmt: skip
             if started is None:

@@ -122,12 +122,9 @@ class ProjectorProcess:
         while not self._stopping.wait(RESTART_AFTER_S):
             if self._process.is_alive():
                 continue
-            log.error(
-                "the projector process %s exited with code %s; starting another",
-                self._process.pid, self._process.exitcode,
-            )  # fmt: skip
             started = start_again(
-                self._start, self._stopping, ProjectorStartError, "projector process",
+                self._process, self._start, self._stopping, ProjectorStartError,
+                "projector process",
                 first_wait_s=2 * RESTART_AFTER_S, max_wait_s=RESTART_BACKOFF_MAX_S,
             )  # fmt: skip
             if started is None:
