@@ -52,6 +52,9 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request: nothing was delivered
+                    self.close_connection = True
+                    return
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
                 with receiver._lock:
