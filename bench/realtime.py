@@ -145,21 +145,31 @@ def _proc_cpu(pid: int) -> float:
         return 0.0
 
 
-def _group_cpu(pgid: int) -> tuple[float, float]:
+#: The server's child processes name themselves (application/child_processes.name_process).
+ROLES = {"pl-committer": "committer", "pl-projector": "projector"}
+
+
+def _group_cpu(pgid: int) -> tuple[float, float, dict[str, float]]:
     """User and system CPU seconds of every live process in the server's process group
-    (uvicorn's workers included)."""
+    (uvicorn's workers included), and CPU seconds by role: ``api`` (the uvicorn process or
+    processes), ``committer``, ``projector``."""
     user = system = 0.0
+    roles: dict[str, float] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            head, tail = (d / "stat").read_text().rsplit(")", 1)
+            fields = tail.split()
+        except (OSError, ValueError):
             continue
         if int(fields[2]) == pgid:
-            user += int(fields[11]) / TICK
-            system += int(fields[12]) / TICK
-    return user, system
+            u, s = int(fields[11]) / TICK, int(fields[12]) / TICK
+            user += u
+            system += s
+            role = ROLES.get(head.split("(", 1)[-1], "api")
+            roles[role] = roles.get(role, 0.0) + u + s
+    return user, system, roles
 
 
 def _postgres_cpu() -> float:
@@ -188,7 +198,9 @@ class CpuMeter:
         self.pid = server_pid
         self.t0 = time.monotonic()
         self.busy0 = _machine_busy()
-        self.user0, self.sys0 = _group_cpu(server_pid) if server_pid else (0.0, 0.0)
+        self.user0, self.sys0, self.roles0 = (
+            _group_cpu(server_pid) if server_pid else (0.0, 0.0, {})
+        )
         self.pg0 = _postgres_cpu()
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.children0 = ru.ru_utime + ru.ru_stime
@@ -196,8 +208,10 @@ class CpuMeter:
     def stop(self, succeeded: int) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
         busy = _machine_busy() - self.busy0
-        user, system = _group_cpu(self.pid) if self.pid else (0.0, 0.0)
+        user, system, roles = _group_cpu(self.pid) if self.pid else (0.0, 0.0, {})
         user, system = user - self.user0, system - self.sys0
+        # A process that restarted during the run would count from zero: never below 0.
+        by_role = {r: max(0.0, cpu - self.roles0.get(r, 0.0)) for r, cpu in sorted(roles.items())}
         server = user + system
         pg = _postgres_cpu() - self.pg0
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -214,9 +228,19 @@ class CpuMeter:
             "other_cpu_s": round(other, 2),
             "machine_busy_pct": round(100 * busy / (wall * cpus), 1) if wall else None,
             "server_cpu_us_per_success": round(1e6 * server / succeeded, 1) if succeeded else None,
+            "server_cpu_us_per_success_by_process": {
+                r: round(1e6 * cpu / succeeded, 1) for r, cpu in by_role.items()
+            }
+            if succeeded
+            else None,
             "postgres_cpu_us_per_success": round(1e6 * pg / succeeded, 1) if succeeded else None,
             "loadavg_1m_after": float(Path("/proc/loadavg").read_text().split()[0]),
         }
+
+
+def _by_process(cpu: dict[str, Any]) -> str:
+    split = cpu.get("server_cpu_us_per_success_by_process") or {}
+    return ", ".join(f"{role} {us}" for role, us in split.items())
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -546,8 +570,10 @@ def pyspy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]
     if not Path(pyspy).exists() and not shutil.which("py-spy"):
         log("py-spy not found: pip install py-spy (profiling skipped)")
         return None
+    # --gil: only the thread holding each process's GIL is sampled, so a profile shows where
+    # the CPU goes, not which threads wait (a blocked read releases the GIL).
     cmd = [pyspy, "record", "-p", str(pid), "--subprocesses", "--threads", "--nonblocking",
-           "-r", "100", "-d", str(int(seconds)), "-f", "raw", "-o", str(out)]  # fmt: skip
+           "--gil", "-r", "200", "-d", str(int(seconds)), "-f", "raw", "-o", str(out)]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -694,7 +720,8 @@ def measure_mix(
         f"{store}/{mix}: max {m['rate_per_s']:.0f} payments/s, p50 {m['latency_ms']['p50']} "
         f"p95 {m['latency_ms']['p95']} p99 {m['latency_ms']['p99']} ms, non-2xx {m['non_2xx']}, "
         f"failed {m['failed_201']}, balances {'OK' if m['check']['all_ok'] else 'MISMATCH'}; "
-        f"server {cpu['server_cpu_us_per_success']} us CPU/payment, other load "
+        f"server {cpu['server_cpu_us_per_success']} us CPU/payment "
+        f"({_by_process(cpu)}), postgres {cpu['postgres_cpu_us_per_success']} us, other load "
         f"{cpu['other_cpu_s']} CPU-s"
     )
     rate = cfg.half_rate or m["rate_per_s"] / 2
