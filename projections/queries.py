@@ -78,7 +78,7 @@ class ReadModel:
     def __init__(self, db: ViewDB, head: Any = None, local: Any = None) -> None:
         self.db = db
         self._head = head  # () -> the log's last notification id
-        self.local = local  # the in-process ProjectionRunner, when there is one
+        self.local = local  # what keeps the views current (a Follower or the projector process)
 
     # --- positions -----------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class ReadModel:
             if remaining <= 0:
                 return False
             if self.local is not None:
-                self.local.nudge()
+                self.local.hurry()  # the follower or projector process; it skips its gathering
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.05)
         return True

@@ -499,16 +499,19 @@ class Follower:
         gather_s: float = 0.0,
         nudge: Any = None,
         stop: Any = None,
+        hurry: Any = None,
     ) -> None:
-        """``nudge`` and ``stop``: events shared with another process (``multiprocessing``'s,
-        for the projector process), else this process's own. ``gather_s``: after a page that
-        was not full, let events gather this long before reading the next one (fewer, larger
-        pages: each page's transaction costs the same however few events it holds)."""
+        """``nudge``, ``stop`` and ``hurry``: events set by another thread (the projector
+        process's doorman), else this follower's own. ``gather_s``: after a page that was not
+        full, let events gather this long before reading the next one (fewer, larger pages:
+        each page's transaction costs the same however few events it holds), unless a reader
+        waiting for a position hurries it (``hurry``)."""
         self.runner = runner
         self.idle_s, self.standby_s, self.gather_s = idle_s, standby_s, gather_s
         self.leadership = Leadership(runner.db)
         self._stop = stop if stop is not None else threading.Event()
         self._nudge = nudge if nudge is not None else threading.Event()
+        self._hurry = hurry if hurry is not None else threading.Event()
         self._thread = threading.Thread(target=self._run, name="payledger-projections", daemon=True)
         self.errors = 0
 
@@ -520,8 +523,14 @@ class Follower:
         """New events were just saved: look now rather than at the next poll."""
         self._nudge.set()
 
+    def hurry(self) -> None:
+        """A reader waits for the views: look now, without letting events gather first."""
+        self._hurry.set()
+        self._nudge.set()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self._hurry.set()
         self._nudge.set()
         self._thread.join(timeout_s)
         self.leadership.release()
@@ -550,7 +559,8 @@ class Follower:
                     self._nudge.wait(self.idle_s)
                     self._nudge.clear()
                 elif read < self.runner.page_size and self.gather_s:
-                    self._stop.wait(self.gather_s)
+                    self._hurry.wait(self.gather_s)  # set by stop() too
+                    self._hurry.clear()
             except Exception:
                 self.errors += 1
                 log.exception("projection runner failed; retrying in 1 s")

@@ -111,3 +111,63 @@ def test_a_projector_that_cannot_start_is_retried_less_and_less_often(
         # Doubling from 0.01 s after each failure, up to the cap (without it: 0.01 s each).
         waits = [0.02, 0.04, 0.08, 0.16, 0.16]
         assert all(gap >= 0.95 * wait for gap, wait in zip(gaps, waits, strict=True)), gaps
+
+
+def test_the_doorman_turns_a_hurry_into_a_hurry_and_a_nudge_and_stops_on_stop() -> None:
+    """The API process rings NUDGE after commits and HURRY while a reader waits for the views;
+    only HURRY may cut the projector's gathering short (projections/runner.py, Follower)."""
+    import multiprocessing
+
+    from projections.projector_process import HURRY, NUDGE, STOP, _answer_the_door
+
+    door, bell = multiprocessing.Pipe(duplex=False)
+    nudge, stop, hurry = threading.Event(), threading.Event(), threading.Event()
+    doorman = threading.Thread(
+        target=_answer_the_door, args=(door, os.getppid(), nudge, stop, hurry), daemon=True
+    )
+    doorman.start()
+    try:
+        os.write(bell.fileno(), NUDGE)
+        wait_until(nudge.is_set, timeout_s=5)
+        assert not hurry.is_set()
+        nudge.clear()
+        os.write(bell.fileno(), HURRY)
+        wait_until(hurry.is_set, timeout_s=5)
+        wait_until(nudge.is_set, timeout_s=5)
+        assert not stop.is_set()
+        os.write(bell.fileno(), STOP)
+        doorman.join(5)
+        assert not doorman.is_alive() and stop.is_set()
+    finally:
+        door.close(), bell.close()
+
+
+def test_the_commits_answered_in_one_turn_of_an_event_loop_ring_the_bell_once(
+    served: tuple[Payledger, ReadSide],
+) -> None:
+    """A group's payments are answered in one turn of the API process's loop: one byte down
+    the pipe (and one wake-up of the projector's doorman) for all of them, not one each."""
+    import asyncio
+
+    from projections.projector_process import NUDGE
+
+    _, side = served
+    projector = side.follower
+    assert isinstance(projector, ProjectorProcess)
+    rung: list[bytes] = []
+    ring = projector._ring
+    projector._ring = lambda byte: (rung.append(byte), ring(byte))  # type: ignore[method-assign]
+
+    async def one_turn_then_another() -> None:
+        for _ in range(30):
+            projector.nudge()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        projector.nudge()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn_then_another())
+    assert rung == [NUDGE, NUDGE]
+    projector.nudge()  # no running loop (a CLI command): at once
+    assert rung == [NUDGE, NUDGE, NUDGE]

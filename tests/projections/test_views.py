@@ -16,6 +16,7 @@ from application.results import AccountResult, PaymentResult
 from application.service import Payledger
 from projections.accounts import AccountsProjection
 from projections.db import ViewDB
+from projections.queries import ReadModel
 from projections.read_side import ReadSide
 from projections.replay import gc_paused, rebuild, verify
 from projections.runner import Follower, Leadership, ProjectionRunner
@@ -171,6 +172,34 @@ def test_the_follower_keeps_the_views_current(service: Payledger, driver: Driver
         assert_views_match_aggregates(service, side, made)
     finally:
         side.close()
+
+
+def test_a_reader_waiting_for_a_position_cuts_the_gathering_short(
+    service: Payledger, driver: Driver
+) -> None:
+    """After a page that was not full the follower lets events gather (``gather_s``); a
+    reader that waits for a position must not wait for that: ``wait_for`` hurries it."""
+    runner = ProjectionRunner(service.app, ViewDB(service.settings.store))
+    runner.create_tables()
+    follower = Follower(runner, gather_s=60.0).start()
+    try:
+        account = driver.open("gatherer", "CNY", "customer")
+        deadline = time.monotonic() + 10
+        while runner.position < driver.position() and time.monotonic() < deadline:
+            time.sleep(0.01)  # its first page: it now gathers for a minute
+        assert runner.position == driver.position()
+        driver.deposit(account, "5.00")
+        time.sleep(0.3)
+        assert runner.position < driver.position()  # gathering: the deposit is not in yet
+        model = ReadModel(ViewDB(service.settings.store), local=follower)
+        started = time.monotonic()
+        assert model.wait_for("accounts", driver.position(), timeout_s=10)
+        assert time.monotonic() - started < 10  # not the minute of gathering
+        assert runner.position == driver.position()
+        model.db.close()
+    finally:
+        follower.stop()
+        runner.db.close()
 
 
 def test_only_one_follower_leads(service: Payledger) -> None:
