@@ -8,7 +8,9 @@ thread committer, and answers each with its result or its error. Each process ge
 
 Both ends batch: the API process sends the decisions asked for in one turn of its event loop as
 one message, and the child sends a group's answers as one message once the group is saved, so a
-group of 30 payments costs one write and one read each way instead of 30.
+group of 30 payments costs one write and one read each way instead of 30. The reader thread hands
+each message's answers to the event loop in one call, which settles the loop's own futures: one
+wake-up of the loop per group, not one per payment.
 
 A child that dies (killed, out of memory) fails the commands it was given with
 ``CommitterStopped`` (HTTP 503, retry) and the reader thread starts another: each of those
@@ -28,7 +30,7 @@ import multiprocessing
 import pickle
 import signal
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
@@ -54,6 +56,12 @@ class RemoteCommitterError(PayledgerError):
     code = "internal_error"
 
 
+#: What ``submit_named`` returns: the caller's event loop's own future, or (called with no
+#: running loop) a thread-safe one.
+Waiter = asyncio.Future[Committed[Any]] | Future[Committed[Any]]
+Settled = tuple[asyncio.Future[Committed[Any]], bool, Any]
+
+
 class RemoteCommitter:
     """The API process's end: ``submit_named()`` returns a future of ``Committed``."""
 
@@ -64,7 +72,7 @@ class RemoteCommitter:
         self.stats: dict[str, float] = {}
         self.restarts = 0
         self._stopping = threading.Event()
-        self._futures: dict[int, Future[Committed[Any]]] = {}
+        self._futures: dict[int, Waiter] = {}
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
         self._outbox: list[tuple[int, str, str, tuple[Any, ...]]] = []  # guarded by _send_lock
@@ -77,18 +85,20 @@ class RemoteCommitter:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def submit_named(self, handler: str, method: str, args: tuple[Any, ...]) -> Future[Any]:
+    def submit_named(self, handler: str, method: str, args: tuple[Any, ...]) -> Waiter:
         """Queue the decision; it is sent with the others asked for in the same turn of the
-        caller's event loop (at once when there is no running loop)."""
+        caller's event loop (at once when there is no running loop). Returns a future of that
+        loop (else a ``concurrent.futures.Future``); cancelling it leaves the decision to be
+        made or not, as a timeout does."""
         if len(self._futures) >= self.queue_max:
             raise Overloaded("too many commands waiting; retry shortly")
-        future: Future[Committed[Any]] = Future()
-        request_id = next(self._ids)
-        self._futures[request_id] = future
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        future: Waiter = loop.create_future() if loop is not None else Future()
+        request_id = next(self._ids)
+        self._futures[request_id] = future
         with self._send_lock:
             self._outbox.append((request_id, handler, method, args))
             first = len(self._outbox) == 1
@@ -111,10 +121,8 @@ class RemoteCommitter:
                 return
             except (OSError, ValueError):
                 pass  # the pipe is closed: its callers are told below, outside the lock
-        for request_id, *_ in batch:
-            future = self._futures.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_exception(CommitterStopped("the committer process is gone"))
+        gone = CommitterStopped("the committer process is gone")
+        self._settle_all([(request_id, False, gone) for request_id, *_ in batch])
 
     def is_alive(self) -> bool:
         return self._process.is_alive()
@@ -189,23 +197,35 @@ class RemoteCommitter:
                 answers = conn.recv()
             except (EOFError, OSError):
                 return
-            for request_id, ok, value in answers:
-                future = self._futures.pop(request_id, None)
-                if future is None:
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+            self._settle_all(answers)
+
+    def _settle_all(self, answers: list[tuple[int, bool, Any]]) -> None:
+        """Give each ``(request id, ok, result or error)`` to its future: a thread-safe one at
+        once, a loop's own ones in one call on that loop."""
+        on_loops: dict[asyncio.AbstractEventLoop, list[Settled]] = {}
+        for request_id, ok, value in answers:
+            future = self._futures.pop(request_id, None)
+            if future is None:
+                continue
+            if isinstance(future, Future):
+                with contextlib.suppress(InvalidStateError):  # cancelled: nobody waits
+                    future.set_result(value) if ok else future.set_exception(value)
+            else:
+                on_loops.setdefault(future.get_loop(), []).append((future, ok, value))
+        for loop, settled in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
 
     def _fail_waiting(self) -> None:
-        while self._futures:
-            try:
-                _, future = self._futures.popitem()
-            except KeyError:
-                return
-            if not future.done():
-                future.set_exception(CommitterStopped("the committer process stopped"))
+        stopped = CommitterStopped("the committer process stopped")
+        self._settle_all([(request_id, False, stopped) for request_id in list(self._futures)])
+
+
+def _settle(settled: list[Settled]) -> None:
+    """On the futures' loop: each result or error, unless its waiter gave up (a timeout)."""
+    for future, ok, value in settled:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
 
 
 def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:

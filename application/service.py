@@ -133,12 +133,13 @@ class Payledger:
         another process (``PAYLEDGER_COMMITTER=process``), which resolves the name on its own
         service."""
         if isinstance(self.committer, RemoteCommitter):
-            future = self.committer.submit_named(handler, method, args)
+            waiter = self.committer.submit_named(handler, method, args)
         else:
-            future = self.committer.submit(self.decision(handler, method, *args))
-        committed = await asyncio.wait_for(
-            asyncio.wrap_future(future), self.settings.command_timeout_s
-        )
+            waiter = self.committer.submit(self.decision(handler, method, *args))
+        if not isinstance(waiter, asyncio.Future):
+            waiter = asyncio.wrap_future(waiter)
+        async with asyncio.timeout(self.settings.command_timeout_s):
+            committed = await waiter
         if committed.position is not None:
             LAST_POSITION.set(committed.position)
             if self.on_commit is not None:

@@ -127,3 +127,28 @@ def test_commands_sent_to_a_dead_committer_fail_as_stopped_not_hang(database_url
 
     svc.close()
     assert not committer.is_alive()
+
+
+def test_an_answer_that_comes_after_its_caller_gave_up_does_not_stop_the_answers(
+    remote: Payledger,
+) -> None:
+    """A command that times out leaves its future cancelled; its answer still arrives later.
+    The reader must drop it and go on (a reader that died there would leave every later
+    command waiting for ever)."""
+    d = Driver(remote)
+    payer, shop = d.open("payer", "CNY"), d.open("shop", "CNY")
+    d.deposit(payer, "50.00")
+    late = payment_command("1.00", key=fresh_key(), payer=payer, payee=shop)
+    remote.settings.command_timeout_s = 1e-6
+    try:
+        with pytest.raises(TimeoutError):
+            d.submit(late)
+    finally:
+        remote.settings.command_timeout_s = 30.0
+
+    paid = d.submit(payment_command("2.00", key=fresh_key(), payer=payer, payee=shop))
+    retried = d.submit(late)  # decided or not: the same key tells, and never pays twice
+
+    assert (paid.status, retried.status) == ("succeeded", "succeeded")
+    assert (d.balance(payer), d.balance(shop)) == (4700, 300)
+    assert remote.committer.is_alive()
