@@ -29,6 +29,7 @@ import os
 import select
 import signal
 import threading
+import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -62,7 +63,8 @@ class ProjectorProcess:
         self._values = settings.model_dump(mode="json") | {"committer": "thread"}
         self._bell_lock = threading.Lock()  # a closed bell's fd number may be reused at once
         self._stopping = threading.Event()
-        self._nudge_due = False  # a ring is scheduled on an event loop
+        # The event loops with a ring scheduled (each loop rings for its own commits).
+        self._nudge_due: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.restarts = 0
         self._process, self._bell = self._start()
         self._watcher = threading.Thread(
@@ -82,12 +84,12 @@ class ProjectorProcess:
         except RuntimeError:
             self._ring(NUDGE)
             return
-        if not self._nudge_due:  # another loop's pending ring covers this commit too
-            self._nudge_due = True
-            loop.call_soon(self._ring_due)
+        if loop not in self._nudge_due:
+            self._nudge_due.add(loop)
+            loop.call_soon(self._ring_due, loop)
 
-    def _ring_due(self) -> None:
-        self._nudge_due = False
+    def _ring_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._nudge_due.discard(loop)
         self._ring(NUDGE)
 
     def hurry(self) -> None:

@@ -171,3 +171,17 @@ def test_the_commits_answered_in_one_turn_of_an_event_loop_ring_the_bell_once(
     assert rung == [NUDGE, NUDGE]
     projector.nudge()  # no running loop (a CLI command): at once
     assert rung == [NUDGE, NUDGE, NUDGE]
+
+    # A loop that stops before its ring is due (and is closed) silences no other loop.
+    stopped = asyncio.new_event_loop()
+
+    def nudge_and_stop() -> None:
+        projector.nudge()
+        stopped.stop()
+
+    stopped.call_soon(nudge_and_stop)
+    stopped.run_forever()
+    stopped.close()
+    assert rung == [NUDGE, NUDGE, NUDGE]
+    asyncio.run(one_turn_then_another())
+    assert rung == [NUDGE] * 5
