@@ -193,10 +193,12 @@ def test_a_reader_waiting_for_a_position_cuts_the_gathering_short(
         assert runner.position < driver.position()  # gathering: the deposit is not in yet
         model = ReadModel(ViewDB(service.settings.store), local=follower)
         started = time.monotonic()
-        assert model.wait_for("accounts", driver.position(), timeout_s=10)
+        try:
+            assert model.wait_for("accounts", driver.position(), timeout_s=10)
+        finally:
+            model.db.close()
         assert time.monotonic() - started < 10  # not the minute of gathering
         assert runner.position == driver.position()
-        model.db.close()
     finally:
         follower.stop()
         runner.db.close()
