@@ -5,7 +5,9 @@ lock left the API process blocked for good on the next nudge after a commit, and
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import multiprocessing
 import os
 import signal
 import threading
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from application.service import Payledger
-from projections.projector_process import ProjectorProcess
+from projections.projector_process import HURRY, NUDGE, STOP, ProjectorProcess, _answer_the_door
 from projections.queries import PaymentFilter
 from projections.read_side import ReadSide
 from tests.application.helpers import Driver
@@ -116,10 +118,6 @@ def test_a_projector_that_cannot_start_is_retried_less_and_less_often(
 def test_the_doorman_turns_a_hurry_into_a_hurry_and_a_nudge_and_stops_on_stop() -> None:
     """The API process rings NUDGE after commits and HURRY while a reader waits for the views;
     only HURRY may cut the projector's gathering short (projections/runner.py, Follower)."""
-    import multiprocessing
-
-    from projections.projector_process import HURRY, NUDGE, STOP, _answer_the_door
-
     door, bell = multiprocessing.Pipe(duplex=False)
     nudge, stop, hurry = threading.Event(), threading.Event(), threading.Event()
     doorman = threading.Thread(
@@ -147,10 +145,6 @@ def test_the_commits_answered_in_one_turn_of_an_event_loop_ring_the_bell_once(
 ) -> None:
     """A group's payments are answered in one turn of the API process's loop: one byte down
     the pipe (and one wake-up of the projector's doorman) for all of them, not one each."""
-    import asyncio
-
-    from projections.projector_process import NUDGE
-
     _, side = served
     projector = side.follower
     assert isinstance(projector, ProjectorProcess)
