@@ -8,18 +8,26 @@ NOTIFY, RETURNING order, retries, error mapping) is the library's own.
 In the same transaction, under the same table lock, it writes each event's link of the
 tamper-evidence chain to ``<events table>_chain`` in the same schema (see application/audit.py).
 
-A save is four round trips: ``BEGIN``; the lock timeout, the table lock and the ``NOTIFY`` as
-one simple query; both inserts as one statement (the chain rows in a data-modifying ``WITH``);
-``COMMIT``. The library's statements took seven, each rebuilt from ``psycopg.sql`` objects on
-every call; here they are rendered once. When a previous link is not in the recorder's cache
-(another writer process wrote it) one more round trip reads it, under the lock. The chain key comes
-from the eventsourcing environment, which only the factory sees: ``PERSISTENCE_MODULE`` names
-:class:`PayledgerPostgresFactory`.
+A save is one round trip when every previous link it needs is in the recorder's cache (the
+common case: this process wrote the aggregate's last event): one call of a PL/pgSQL function,
+``<events table>_save_v1``, on the pool's autocommit connection, so the call is its own
+transaction. The function sets the lock timeout, takes the table lock, sends the ``NOTIFY``,
+inserts the events and their chain rows, and returns the notification ids. The links are computed
+before the call, outside the lock: a cached link is one this process committed for an (id, version)
+that no other writer can ever write, so it is right whoever holds the lock.
+
+When a previous link is not in the cache (another writer process wrote it, or the cache is cold)
+the save takes four or five round trips: ``BEGIN``; the lock timeout, the table lock and the
+``NOTIFY`` as one simple query; the missing links read under the lock; both inserts as one
+statement (the chain rows in a data-modifying ``WITH``); ``COMMIT``. The library's statements took
+seven, each rebuilt from ``psycopg.sql`` objects on every call; here they are rendered once. The
+chain key comes from the eventsourcing environment, which only the factory sees:
+``PERSISTENCE_MODULE`` names :class:`PayledgerPostgresFactory`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -38,6 +46,7 @@ from psycopg.sql import SQL, Identifier
 from application.audit import (
     ChainedRow,
     ChainWriter,
+    Link,
     Linked,
     default_key,
     id_bytes,
@@ -80,7 +89,45 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(schema=schema, table=events, chain=chain)
-        self._rendered: tuple[str, str] | None = None  # (lock and notify, insert), once
+        self._rendered: tuple[str, str, str] | None = None  # (lock and notify, insert, save)
+        # The one-round-trip save (see the module's docstring). The version in the name changes
+        # with the body, so a store written by an older release gets the new function beside
+        # the old one instead of a body its callers do not expect.
+        self.save_function_name = f"{self.events_table_name}_save_v1"
+        self.check_identifier_length(self.save_function_name)
+        save_function = Identifier(self.save_function_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "p_chain_ids uuid[], p_chain_versions bigint[], p_chain_hashes bytea[], "
+                "p_ids uuid[], p_versions bigint[], p_topics text[], p_states bytea[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $save$ "
+                "BEGIN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                # The events first: a conflict is the events table's, as in the other save.
+                "RETURN QUERY INSERT INTO {schema}.{table} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states) "
+                "RETURNING notification_id; "
+                "INSERT INTO {schema}.{chain} (originator_id, originator_version, chain_hash) "
+                "SELECT * FROM unnest(p_chain_ids, p_chain_versions, p_chain_hashes); "
+                "END $save$"
+            ).format(
+                schema=schema,
+                function=save_function,
+                lock_timeout=self.datastore.lock_timeout,
+                table=events,
+                chain=chain,
+                channel=Identifier(self.channel_name),
+            )
+        )
+        self.call_save_statement = SQL(
+            "SELECT * FROM {schema}.{function}("
+            "%b::uuid[], %b::bigint[], %b::bytea[], %b::uuid[], %b::bigint[], %b::text[], "
+            "%b::bytea[])"
+        ).format(schema=schema, function=save_function)
         # One primary-key lookup per key, whatever the planner knows of the table's size: a
         # join may be planned as a hash join over a scan of the whole chain table.
         self.select_prev_links_statement = SQL(
@@ -131,6 +178,11 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
         ``_insert_events`` hook, for a process recorder's tracking, has nothing to do here."""
         if not stored_events:
             return None
+        prevs, missing = self.chain.plan(
+            (e.originator_id, e.originator_version) for e in stored_events
+        )
+        if not missing:
+            return self._save_in_one_round_trip(stored_events, prevs, kwargs.get("chain_out"))
         with self.datastore.get_connection() as conn, conn.transaction():
             # Tuples, not the library's dict rows: a batch's group returns 1,000 ids.
             with conn.cursor(row_factory=tuple_row) as curs:
@@ -143,10 +195,47 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
                 )
             return ids
 
+    def _save_in_one_round_trip(
+        self,
+        stored_events: Sequence[StoredEvent],
+        prevs: Mapping[Link, bytes],
+        chain_out: list[Linked] | None,
+    ) -> list[int]:
+        """The save as one call of the save function, its own transaction (see the module's
+        docstring): every previous link is known, so nothing needs reading under the lock."""
+        linked = self._links(stored_events, prevs)
+        rows = linked.rows
+        with self.datastore.get_connection() as conn:
+            # The pool's connections are autocommit: the call is one transaction by itself.
+            assert conn.autocommit
+            with conn.cursor(row_factory=tuple_row) as curs:
+                curs.execute(
+                    self._statements(curs)[2],
+                    (
+                        [r[0] for r in rows],
+                        [r[1] for r in rows],
+                        [r[2] for r in rows],
+                        [e.originator_id for e in stored_events],
+                        [e.originator_version for e in stored_events],
+                        [e.topic for e in stored_events],
+                        [e.state for e in stored_events],
+                    ),
+                    prepare=True,
+                )
+                ids = [row[0] for row in curs.fetchall()]
+        if len(ids) != len(stored_events):
+            raise ProgrammingError(
+                f"Couldn't get all notification IDs (got {len(ids)}, expected {len(stored_events)})"
+            )
+        if chain_out is not None:
+            chain_out.clear()
+            chain_out.append(linked)
+        return ids
+
     def _insert_stored_events(
         self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        lock_and_notify, insert = self._statements(curs)
+        lock_and_notify, insert, _save = self._statements(curs)
         curs.execute(lock_and_notify)  # no parameters: the simple protocol runs all three
         linked = self._link(curs, stored_events)
         rows = linked.rows
@@ -168,8 +257,8 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
             chain_out.clear()
             chain_out.append(linked)
 
-    def _statements(self, curs: Cursor[Any]) -> tuple[str, str]:
-        """The save's statements as text, rendered with the first connection's encoding."""
+    def _statements(self, curs: Cursor[Any]) -> tuple[str, str, str]:
+        """The saves' statements as text, rendered with the first connection's encoding."""
         if self._rendered is None:
             conn = curs.connection
             lock = [_text(statement, conn) for statement in self.lock_table_statements]
@@ -177,6 +266,7 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
             self._rendered = (
                 "; ".join([*lock, notify]),
                 self.insert_arrays_statement.as_string(conn),
+                self.call_save_statement.as_string(conn),
             )
         return self._rendered
 
@@ -195,6 +285,9 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
                 for oid, version, digest in select.fetchall():
                     if digest is not None:
                         prevs[(oid, version)] = bytes(digest)
+        return self._links(stored_events, prevs)
+
+    def _links(self, stored_events: Sequence[StoredEvent], prevs: Mapping[Link, bytes]) -> Linked:
         return self.chain.link(
             (
                 (e.originator_id, id_bytes(e.originator_id), e.originator_version, e.topic, e.state)

@@ -337,3 +337,99 @@ def test_the_precomputed_hmac_is_hmac_sha256() -> None:
     for key in (b"", KEY, os.urandom(64), os.urandom(65), os.urandom(200)):
         message = os.urandom(300)
         assert hmac_sha256(key)(message) == hmac.digest(key, message, "sha256")
+
+
+class Statements:
+    """Counts what the PostgreSQL recorder sends: statements executed on cursors, and explicit
+    transactions opened (each a ``BEGIN`` and a ``COMMIT`` round trip)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import psycopg
+
+        self.executed: list[str] = []
+        self.transactions = 0
+        execute, transaction = psycopg.Cursor.execute, psycopg.Connection.transaction
+
+        def counting_execute(curs: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            self.executed.append(str(query))
+            return execute(curs, query, *args, **kwargs)
+
+        def counting_transaction(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            self.transactions += 1
+            return transaction(conn, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counting_execute)
+        monkeypatch.setattr(psycopg.Connection, "transaction", counting_transaction)
+
+    def reset(self) -> None:
+        self.executed.clear()
+        self.transactions = 0
+
+
+def test_a_save_whose_previous_links_are_known_is_one_round_trip(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the previous links in the cache, a save is one statement on an autocommit
+    connection (the save function); with a cold cache it is a transaction that reads the links
+    under the lock. Both chain the same way."""
+    with Payledger(make_settings(postgres_url, secret_key=SECRET)) as service:
+        account = open_account()
+        service.app.events.put(account.collect_events())
+        statements = Statements(monkeypatch)
+
+        account.credit(uuid.uuid4(), uuid.uuid4(), 5, at=datetime.now(UTC), actor="tester")
+        service.app.events.put(account.collect_events())
+        assert statements.transactions == 0
+        assert len(statements.executed) == 1
+        assert "payledger_events_save_v1" in statements.executed[0]
+
+        statements.reset()
+        service.app.recorder.chain.forget()  # as after a restart
+        account.credit(uuid.uuid4(), uuid.uuid4(), 7, at=datetime.now(UTC), actor="tester")
+        service.app.events.put(account.collect_events())
+        assert statements.transactions == 1
+        assert not any("save_v1" in sql for sql in statements.executed)
+        assert any("chain_hash" in sql and "unnest" in sql for sql in statements.executed)
+
+        statements.reset()  # the cold save's head is cached now: one round trip again
+        account.credit(uuid.uuid4(), uuid.uuid4(), 9, at=datetime.now(UTC), actor="tester")
+        service.app.events.put(account.collect_events())
+        assert (statements.transactions, len(statements.executed)) == (0, 1)
+
+        assert versions(service, account.id) == [1, 2, 3, 4]
+        assert verify(service).ok
+        assert Tamper(postgres_url).run(
+            "SELECT count(*) FROM " + Tamper(postgres_url).chain + " WHERE originator_id = ? "
+            "AND originator_version <= ?", 4, oid=account.id
+        )[1] == [(4,)]  # fmt: skip
+
+
+def test_a_conflict_in_the_one_round_trip_save_writes_nothing(postgres_url: str) -> None:
+    """Another writer saved the next version first: this writer's cache still has the previous
+    link, so its save takes the one-round-trip path, and must fail as a conflict (the library's
+    IntegrityError, which the committer retries) with neither events nor chain rows written and
+    nothing remembered."""
+    first = Payledger(make_settings(postgres_url, secret_key=SECRET))
+    second = Payledger(make_settings(postgres_url, secret_key=SECRET), create_tables=False)
+    try:
+        account = open_account()
+        first.app.events.put(account.collect_events())
+        rival = second.app.repository.get(account.id)
+        rival.credit(uuid.uuid4(), uuid.uuid4(), 3, at=datetime.now(UTC), actor="rival")
+        second.app.events.put(rival.collect_events())
+
+        account.credit(uuid.uuid4(), uuid.uuid4(), 5, at=datetime.now(UTC), actor="tester")
+        late = account.collect_events()
+        with pytest.raises(IntegrityError):
+            first.app.events.put(late)
+
+        assert versions(first, account.id) == [1, 2]
+        stored = first.app.repository.get(account.id)
+        assert stored.balance_minor == 3
+        stored.credit(uuid.uuid4(), uuid.uuid4(), 4, at=datetime.now(UTC), actor="tester")
+        first.app.events.put(stored.collect_events())  # the rival's link is read, not guessed
+        assert verify(first).ok
+        assert first.app.repository.get(account.id).balance_minor == 7
+    finally:
+        first.close()
+        second.close()
