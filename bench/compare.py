@@ -1,0 +1,103 @@
+"""Compare two sets of ``bench/realtime.py`` results (an A/B of two versions of the code): the mean
+over every run and mix of each figure, and the ratio of the second set to the first.
+
+    .venv/bin/python -m bench.compare 'bench/results/realtime-quick-s10-base-*.json' \
+        'bench/results/realtime-quick-s10-new-*.json'
+
+Each set is a glob. The half-load p99 is given as a median and range, because one stalled run can
+move a mean by seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Run = dict[str, Any]
+
+FIGURES: list[tuple[str, Callable[[Run], float | None]]] = [
+    ("payments/s at full load", lambda r: r["max"]["rate_per_s"]),
+    ("server CPU per payment, full load (us)", lambda r: _cpu(r["max"])),
+    ("... API process", lambda r: _by_process(r, "api")),
+    ("... committer process", lambda r: _by_process(r, "committer")),
+    ("... projector process", lambda r: _by_process(r, "projector")),
+    ("PostgreSQL CPU per payment (us)", lambda r: _postgres_us(r["max"])),
+    ("server CPU per payment, half load (us)", lambda r: _half_cpu(r)),
+]  # fmt: skip
+
+
+def _by_process(run: Run, name: str) -> float | None:
+    split = run["max"]["cpu"].get("server_cpu_us_per_success_by_process") or {}
+    value = split.get(name)
+    return float(value) if value is not None else None
+
+
+def _postgres_us(part: Run) -> float | None:
+    value = (part.get("cpu") or {}).get("postgres_cpu_us_per_success")
+    return float(value) if value is not None else None
+
+
+def _cpu(part: Run) -> float | None:
+    value = (part.get("cpu") or {}).get("server_cpu_us_per_success")
+    return float(value) if value is not None else None
+
+
+def _half_cpu(run: Run) -> float | None:
+    return _cpu(run.get("half") or {})
+
+
+def runs(pattern: str) -> list[Run]:
+    """Every mix of every results file matching ``pattern``, PostgreSQL and SQLite alike."""
+    found: list[Run] = []
+    for path in sorted(glob.glob(pattern)):
+        data = json.loads(Path(path).read_text())
+        for store in data["stores"].values():
+            found.extend(store["mixes"].values())
+    if not found:
+        raise SystemExit(f"no results match {pattern!r}")
+    return found
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def compare(first: list[Run], second: list[Run]) -> list[tuple[str, float | None, float | None]]:
+    rows = [(name, mean_of([f(r) for r in first]), mean_of([f(r) for r in second]))
+            for name, f in FIGURES]  # fmt: skip
+    return rows
+
+
+def half_p99(found: list[Run]) -> tuple[float, float, float]:
+    values = [r["half"]["latency_ms"]["p99"] for r in found if r.get("half")]
+    return statistics.median(values), min(values), max(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", help="glob of the first set (the baseline)")
+    parser.add_argument("second", help="glob of the second set")
+    args = parser.parse_args()
+    first, second = runs(args.first), runs(args.second)
+    print(f"| mean of {len(first)} / {len(second)} runs | first | second | second / first |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, a, b in compare(first, second):
+        ratio = f"{b / a:.2f}" if a and b is not None else "-"
+        print(f"| {name} | {_fmt(a)} | {_fmt(b)} | {ratio} |")
+    (m1, lo1, hi1), (m2, lo2, hi2) = half_p99(first), half_p99(second)
+    print(f"| half-load p99, median (range) | {m1:.1f} ms ({lo1:.1f}-{hi1:.1f}) "
+          f"| {m2:.1f} ms ({lo2:.1f}-{hi2:.1f}) | - |")  # fmt: skip
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+if __name__ == "__main__":
+    main()
