@@ -157,6 +157,22 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         self.count_orphans_statement = SQL("SELECT count(*) ") + orphans
 
+    def create_table(self) -> None:
+        """The library's, one process at a time per schema. Processes that start together (a
+        CLI command beside a starting server, two servers sharing one database) otherwise race:
+        on a new schema two ``CREATE TABLE IF NOT EXISTS`` both create the table's row type
+        (``duplicate key value violates unique constraint "pg_type_typname_nsp_index"``), and
+        on an existing one two ``CREATE OR REPLACE FUNCTION`` update the same catalog row
+        (``tuple concurrently updated``). A session advisory lock, keyed by schema, on a
+        connection of its own, held until the tables are committed, serialises them."""
+        key = f"payledger-ddl:{self.datastore.schema}"
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:

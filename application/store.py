@@ -98,6 +98,11 @@ class StoreConfig:
                 Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
             return
         with self._pg_connect(5) as conn:
+            # Two processes starting together would both create it (a unique violation in the
+            # catalog, IF NOT EXISTS notwithstanding): one at a time, until committed.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"payledger-schema:{self.schema}",)
+            )
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.commit()
 
