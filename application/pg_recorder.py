@@ -27,13 +27,16 @@ chain key comes from the eventsourcing environment, which only the factory sees:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import (
+    AggregateRecorder,
     ApplicationRecorder,
     InterfaceError,
     OperationalError,
+    ProcessRecorder,
     ProgrammingError,
     StoredEvent,
 )
@@ -156,22 +159,6 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
             + SQL(" LIMIT %s")
         )
         self.count_orphans_statement = SQL("SELECT count(*) ") + orphans
-
-    def create_table(self) -> None:
-        """The library's, one process at a time per schema. Processes that start together (a
-        CLI command beside a starting server, two servers sharing one database) otherwise race:
-        on a new schema two ``CREATE TABLE IF NOT EXISTS`` both create the table's row type
-        (``duplicate key value violates unique constraint "pg_type_typname_nsp_index"``), and
-        on an existing one two ``CREATE OR REPLACE FUNCTION`` update the same catalog row
-        (``tuple concurrently updated``). A session advisory lock, keyed by schema, on a
-        connection of its own, held until the tables are committed, serialises them."""
-        key = f"payledger-ddl:{self.datastore.schema}"
-        with self.datastore.get_connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-            try:
-                super().create_table()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -351,10 +338,44 @@ def _text(statement: Any, conn: Any) -> str:
 
 class PayledgerPostgresFactory(PostgresFactory):
     """The library's PostgreSQL factory, handing the chain key from the environment to the
-    recorder."""
+    recorder, and creating each recorder's tables one process at a time per schema.
+
+    Processes that start together (a CLI command beside a starting server, two servers sharing
+    one database) otherwise race in PostgreSQL's catalog: on a new schema two ``CREATE TABLE IF
+    NOT EXISTS`` both create the table's row type (``duplicate key value violates unique
+    constraint "pg_type_typname_nsp_index"``), and on an existing one two ``CREATE OR REPLACE
+    FUNCTION`` update the same catalog row (``tuple concurrently updated``). A session advisory
+    lock keyed by the schema, on a connection of its own, is held while a recorder is made and
+    its tables committed."""
+
+    @contextmanager
+    def _one_at_a_time(self) -> Iterator[None]:
+        if not self.env_create_table():
+            yield
+            return
+        key = f"payledger-ddl:{self.datastore.schema}"
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        with self._one_at_a_time():
+            return super().aggregate_recorder(purpose)
 
     def application_recorder(self) -> ApplicationRecorder:
-        recorder = super().application_recorder()
+        with self._one_at_a_time():
+            recorder = super().application_recorder()
         if isinstance(recorder, FastPostgresApplicationRecorder):
             recorder.chain = ChainWriter(key_from_env(self.env))
         return recorder
+
+    def tracking_recorder(self, *args: Any, **kwargs: Any) -> Any:
+        with self._one_at_a_time():
+            return super().tracking_recorder(*args, **kwargs)
+
+    def process_recorder(self) -> ProcessRecorder:
+        with self._one_at_a_time():
+            return super().process_recorder()

@@ -99,6 +99,9 @@ class ProjectionRunner:
     def create_tables(self, *, indexes: bool = True) -> None:
         """``indexes=False``: primary keys only, ``create_indexes`` later (rebuilds)."""
         with self.db.transaction():
+            if self.db.is_postgres:  # processes starting together: one creates, the rest see it
+                key = f"payledger-views:{self.db.schema}"
+                self.db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
             self.projections[0].view.create_table()
             for projection in self.projections:
                 projection.create_tables(indexes=indexes)

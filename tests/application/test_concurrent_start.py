@@ -16,7 +16,7 @@ from tests.conftest import make_settings
 STARTERS = 4
 
 
-def start_together(url: str) -> tuple[list[Payledger], list[BaseException]]:
+def start_together(url: str, projections: str) -> tuple[list[Payledger], list[BaseException]]:
     started: list[Payledger] = []
     errors: list[BaseException] = []
     gate = threading.Barrier(STARTERS)
@@ -24,7 +24,7 @@ def start_together(url: str) -> tuple[list[Payledger], list[BaseException]]:
     def start() -> None:
         gate.wait()
         try:
-            started.append(Payledger(make_settings(url, projections="off")))
+            started.append(Payledger(make_settings(url, projections=projections)))
         except BaseException as e:  # every failure is the finding
             errors.append(e)
 
@@ -37,12 +37,16 @@ def start_together(url: str) -> tuple[list[Payledger], list[BaseException]]:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("projections", ["off", "inline"])
 @pytest.mark.parametrize("store", ["new", "existing"])
-def test_services_starting_together_on_one_schema_all_start(postgres_url: str, store: str) -> None:
+def test_services_starting_together_on_one_schema_all_start(
+    postgres_url: str, store: str, projections: str
+) -> None:
+    """``inline`` adds the views' tables and the snapshots' recorder to what each creates."""
     if store == "existing":
-        Payledger(make_settings(postgres_url, projections="off")).close()
+        Payledger(make_settings(postgres_url, projections=projections)).close()
     for _round in range(3):  # the race does not lose every time: give it several chances
-        started, errors = start_together(postgres_url)
+        started, errors = start_together(postgres_url, projections)
         try:
             assert errors == []
             assert len(started) == STARTERS
