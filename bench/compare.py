@@ -5,7 +5,11 @@ over every run and mix of each figure, and the ratio of the second set to the fi
         'bench/results/realtime-quick-s10-new-*.json'
 
 Each set is a glob. The half-load p99 is given as a median and range, because one stalled run can
-move a mean by seconds.
+move a mean by seconds. Sets of ``bench/group_cost.py`` results compare the same way (CPU and wall
+time per payment, groups of one and up to 32):
+
+    .venv/bin/python -m bench.compare 'bench/results/group-cost-s10-base-*.json' \
+        'bench/results/group-cost-s10-new-*.json'
 """
 
 from __future__ import annotations
@@ -79,11 +83,45 @@ def half_p99(found: list[Run]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
+def group_costs(pattern: str) -> dict[str, list[dict[str, float]]]:
+    """``bench/group_cost.py`` results: every measurement of each group size."""
+    found: dict[str, list[dict[str, float]]] = {}
+    for path in sorted(glob.glob(pattern)):
+        for size, measured in json.loads(Path(path).read_text())["per_payment"].items():
+            found.setdefault(size, []).extend(measured)
+    if not found:
+        raise SystemExit(f"no results match {pattern!r}")
+    return found
+
+
+def compare_group_costs(first: str, second: str) -> None:
+    a, b = group_costs(first), group_costs(second)
+    print("| per payment, mean (range) | first | second | second / first |")
+    print("| --- | ---: | ---: | ---: |")
+    for size in a:
+        for unit in ("cpu_us", "wall_us"):
+            x = [m[unit] for m in a[size]]
+            y = [m[unit] for m in b.get(size, [])]
+            if not y:
+                continue
+            ratio = statistics.fmean(y) / statistics.fmean(x)
+            print(f"| {size}, {unit} ({len(x)} / {len(y)}) | {_spread(x)} | {_spread(y)} "
+                  f"| {ratio:.2f} |")  # fmt: skip
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.fmean(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", help="glob of the first set (the baseline)")
     parser.add_argument("second", help="glob of the second set")
     args = parser.parse_args()
+    probe = sorted(glob.glob(args.first))
+    if probe and "per_payment" in json.loads(Path(probe[0]).read_text()):
+        compare_group_costs(args.first, args.second)
+        return
     first, second = runs(args.first), runs(args.second)
     print(f"| mean of {len(first)} / {len(second)} runs | first | second | second / first |")
     print("| --- | ---: | ---: | ---: |")
