@@ -207,23 +207,12 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
         """The save as one call of the save function, its own transaction (see the module's
         docstring): every previous link is known, so nothing needs reading under the lock."""
         linked = self._links(stored_events, prevs)
-        rows = linked.rows
         with self.datastore.get_connection() as conn:
             # The pool's connections are autocommit: the call is one transaction by itself.
             assert conn.autocommit
             with conn.cursor(row_factory=tuple_row) as curs:
                 curs.execute(
-                    self._statements(curs)[2],
-                    (
-                        [r[0] for r in rows],
-                        [r[1] for r in rows],
-                        [r[2] for r in rows],
-                        [e.originator_id for e in stored_events],
-                        [e.originator_version for e in stored_events],
-                        [e.topic for e in stored_events],
-                        [e.state for e in stored_events],
-                    ),
-                    prepare=True,
+                    self._statements(curs)[2], _arrays(linked, stored_events), prepare=True
                 )
                 ids = [row[0] for row in curs.fetchall()]
         if len(ids) != len(stored_events):
@@ -241,20 +230,7 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
         lock_and_notify, insert, _save = self._statements(curs)
         curs.execute(lock_and_notify)  # no parameters: the simple protocol runs all three
         linked = self._link(curs, stored_events)
-        rows = linked.rows
-        curs.execute(
-            insert,
-            (
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
-            prepare=True,
-        )
+        curs.execute(insert, _arrays(linked, stored_events), prepare=True)
         chain_out = kwargs.get("chain_out")
         if chain_out is not None:
             chain_out.clear()
@@ -327,6 +303,20 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
                 found = curs.fetchone()
                 total = found[0] if found else total
         return total, rows
+
+
+def _arrays(linked: Linked, stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    """Both saves' parameters: the chain rows' three columns, then the events' four."""
+    rows = linked.rows
+    return (
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [e.originator_id for e in stored_events],
+        [e.originator_version for e in stored_events],
+        [e.topic for e in stored_events],
+        [e.state for e in stored_events],
+    )
 
 
 def _text(statement: Any, conn: Any) -> str:
