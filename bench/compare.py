@@ -24,35 +24,33 @@ from typing import Any
 
 Run = dict[str, Any]
 
+SERVER_US = "server_cpu_us_per_success"
+POSTGRES_US = "postgres_cpu_us_per_success"
+
 FIGURES: list[tuple[str, Callable[[Run], float | None]]] = [
     ("payments/s at full load", lambda r: r["max"]["rate_per_s"]),
-    ("server CPU per payment, full load (us)", lambda r: _cpu(r["max"])),
+    ("server CPU per payment, full load (us)", lambda r: _cpu(r["max"], SERVER_US)),
     ("... API process", lambda r: _by_process(r, "api")),
     ("... committer process", lambda r: _by_process(r, "committer")),
     ("... projector process", lambda r: _by_process(r, "projector")),
-    ("PostgreSQL CPU per payment (us)", lambda r: _postgres_us(r["max"])),
-    ("server CPU per payment, half load (us)", lambda r: _half_cpu(r)),
+    ("PostgreSQL CPU per payment (us)", lambda r: _cpu(r["max"], POSTGRES_US)),
+    ("server CPU per payment, half load (us)", lambda r: _cpu(r.get("half") or {}, SERVER_US)),
 ]  # fmt: skip
 
 
+def _cpu(part: Run, field: str) -> float | None:
+    """A figure of a run's ``cpu`` record, if that run has it (older files lack some)."""
+    value = (part.get("cpu") or {}).get(field)
+    return float(value) if value is not None else None
+
+
 def _by_process(run: Run, name: str) -> float | None:
-    split = run["max"]["cpu"].get("server_cpu_us_per_success_by_process") or {}
-    value = split.get(name)
-    return float(value) if value is not None else None
+    split = _cpu_split(run["max"]).get(name)
+    return float(split) if split is not None else None
 
 
-def _postgres_us(part: Run) -> float | None:
-    value = (part.get("cpu") or {}).get("postgres_cpu_us_per_success")
-    return float(value) if value is not None else None
-
-
-def _cpu(part: Run) -> float | None:
-    value = (part.get("cpu") or {}).get("server_cpu_us_per_success")
-    return float(value) if value is not None else None
-
-
-def _half_cpu(run: Run) -> float | None:
-    return _cpu(run.get("half") or {})
+def _cpu_split(part: Run) -> dict[str, Any]:
+    return (part.get("cpu") or {}).get("server_cpu_us_per_success_by_process") or {}
 
 
 def runs(pattern: str) -> list[Run]:
@@ -73,9 +71,8 @@ def mean_of(values: list[float | None]) -> float | None:
 
 
 def compare(first: list[Run], second: list[Run]) -> list[tuple[str, float | None, float | None]]:
-    rows = [(name, mean_of([f(r) for r in first]), mean_of([f(r) for r in second]))
+    return [(name, mean_of([f(r) for r in first]), mean_of([f(r) for r in second]))
             for name, f in FIGURES]  # fmt: skip
-    return rows
 
 
 def half_p99(found: list[Run]) -> tuple[float, float, float]:

@@ -398,8 +398,9 @@ def test_a_save_whose_previous_links_are_known_is_one_round_trip(
 
         assert versions(service, account.id) == [1, 2, 3, 4]
         assert verify(service).ok
-        assert Tamper(postgres_url).run(
-            "SELECT count(*) FROM " + Tamper(postgres_url).chain + " WHERE originator_id = ? "
+        tamper = Tamper(postgres_url)
+        assert tamper.run(
+            f"SELECT count(*) FROM {tamper.chain} WHERE originator_id = ? "
             "AND originator_version <= ?", 4, oid=account.id
         )[1] == [(4,)]  # fmt: skip
 
