@@ -597,6 +597,7 @@ class Settings:
     committer: str = "process"
     projections: str = "process"
     half_rate: float | None = None  # a fixed rate for the "half" run (A/B at equal load)
+    profile_rate: float | None = None  # profile an open-loop run at this rate, not the max
     server_env: tuple[tuple[str, str], ...] = ()  # extra PAYLEDGER_* settings for the server
 
 
@@ -666,8 +667,14 @@ def measure_store(
                 spy = pyspy_record(server.proc.pid, cfg.duration, path)
                 if spy is None:
                     break
-                raw = load.run(server.url, "/v1/payments", ids_file, mix, f"{nonce}p{mix}",
-                               cfg.duration)  # fmt: skip
+                if cfg.profile_rate:  # open loop at that rate: where a half-load's CPU goes
+                    raw = run_python_generator(
+                        server.url, "/v1/payments", ids_file, mix, f"{nonce}p{mix}",
+                        cfg.duration, cfg.connections, cfg.profile_rate,
+                    )  # fmt: skip
+                else:
+                    raw = load.run(server.url, "/v1/payments", ids_file, mix, f"{nonce}p{mix}",
+                                   cfg.duration)  # fmt: skip
                 spy.wait(60)
                 out["profiles"][mix] = {
                     "file": str(path.relative_to(ROOT)),
@@ -844,6 +851,13 @@ def main(argv: list[str] | None = None) -> int:
         help="after measuring, record py-spy profiles of extra runs (bench/results/profiles)",
     )
     p.add_argument(
+        "--profile-rate",
+        type=float,
+        default=None,
+        help="profile (as --profile) an open-loop run at this many payments/s instead of a "
+        "full-speed one: where the CPU goes at half load",
+    )
+    p.add_argument(
         "--python-generator",
         action="store_true",
         help="use bench/openloop.py --closed instead of wrk for the max runs",
@@ -901,7 +915,8 @@ def main(argv: list[str] | None = None) -> int:
         payers=200,
         payees=200,
         log_level=args.log_level,
-        profile=args.profile,
+        profile=args.profile or args.profile_rate is not None,
+        profile_rate=args.profile_rate,
         quick=args.quick,
         mixes=tuple(m.strip() for m in args.mixes.split(",") if m.strip()),
         server=args.server,
