@@ -48,12 +48,12 @@ def app(database_url: str) -> Iterator[PayledgerApp]:
     application.close()
 
 
-@pytest.fixture
-def make_committer(app: PayledgerApp) -> Iterator:
+@pytest.fixture(params=[True, False], ids=["pipelined", "one-group-at-a-time"])
+def make_committer(app: PayledgerApp, request: pytest.FixtureRequest) -> Iterator:
     made: list[Committer] = []
 
     def make(**kwargs) -> Committer:
-        committer = Committer(app, **kwargs)
+        committer = Committer(app, pipeline=request.param, **kwargs)
         made.append(committer)
         return committer
 
