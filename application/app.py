@@ -24,8 +24,8 @@ SNAPSHOT_INTERVAL: dict[type[Aggregate], int] = {Account: 500, ApiKey: 100}
 
 class PayledgerApp(Application):
     name = "Payledger"
-    # Snapshots are enabled, but taken by the committer (snapshots_due()) from the aggregate it
-    # saves, not by the library, which would re-read the aggregate's events from the store.
+    # Snapshots are enabled, but taken by take_snapshots_of() from the aggregate just saved,
+    # not by the library, which would re-read the aggregate's events from the store to do it.
     is_snapshotting_enabled = True
 
     def construct_transcoder(self) -> Transcoder:
@@ -33,12 +33,13 @@ class PayledgerApp(Application):
         self.register_transcodings(transcoder)
         return transcoder
 
-    def snapshots_due(self, changed: Iterable[tuple[Aggregate, int]]) -> list[Snapshot]:
-        """A snapshot of each changed aggregate whose versions since ``version_before`` crossed
-        an interval boundary, taken now (the committer puts them once the events are saved)."""
+    def take_snapshots_of(self, saved: Iterable[tuple[Aggregate, int]]) -> None:
+        """Snapshot each saved aggregate whose versions since ``version_before`` crossed an
+        interval boundary. Call only after its save succeeded."""
         snapshots = []
-        for aggregate, version_before in changed:
+        for aggregate, version_before in saved:
             interval = SNAPSHOT_INTERVAL.get(type(aggregate))
             if interval and aggregate.version // interval > version_before // interval:
                 snapshots.append(Snapshot.take(aggregate))
-        return snapshots
+        if snapshots and self.snapshots is not None:
+            self.snapshots.put(snapshots)

@@ -94,7 +94,6 @@ class Payledger:
                 queue_max=self.settings.commit_queue_max,
                 conflict_retries=self.settings.conflict_retries,
                 clock=self.clock,
-                pipeline=self.settings.commit_pipeline,
             )
         # Sandbox channels, or HttpChannel where PAYLEDGER_CHANNEL_<NAME>_URL is set. Channels
         # passed in belong to the caller, who closes them.

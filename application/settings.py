@@ -52,8 +52,6 @@ class Settings(BaseSettings):
     commit_queue_max: int = Field(default=20_000, ge=1, le=1_000_000)
     command_timeout_s: float = Field(default=30.0, gt=0, le=600)
     conflict_retries: int = Field(default=8, ge=1, le=100)
-    # Decide the next group while the last one is saved (application/committer.py).
-    commit_pipeline: bool = True
     # Where decisions run: a thread of the API process, or a process of their own
     # (application/committer_process.py; not with an in-memory SQLite database).
     committer: Literal["thread", "process"] = "thread"

@@ -63,7 +63,6 @@ class UnitOfWork:
         *,
         optimistic: bool,
         clock: Clock | None = None,
-        in_flight: frozenset[UUID] = frozenset(),
     ) -> None:
         self.app = app
         self.cache = cache
@@ -82,9 +81,6 @@ class UnitOfWork:
         # Events of new aggregates saved without building them (a batch's item payments).
         self.new_events: list[Any] = []
         self.new_events_mark = 0
-        # Aggregates of the group being saved while this one is decided (a pipelined
-        # committer): their state is in the cache, not yet in the store.
-        self.in_flight = in_flight
 
     def get(self, aggregate_id: UUID, cls: type[TAgg]) -> TAgg | None:
         """The aggregate as this group sees it, or None if it does not exist."""
@@ -118,15 +114,6 @@ class UnitOfWork:
         current = self.aggregates.get(aggregate_id)
         if current is not None and current.pending_events:
             return current  # type: ignore[return-value]
-        if aggregate_id in self.in_flight:
-            # The store has not got the group ahead's save yet: its copy is the fresh one (if
-            # that save fails, this group is decided again).
-            ahead = current or self.cache.get(aggregate_id)
-            if ahead is not None:
-                if not isinstance(ahead, cls):
-                    return None
-                self._touch(ahead)
-                return ahead
         self.aggregates.pop(aggregate_id, None)
         self.cache.evict([aggregate_id])
         try:

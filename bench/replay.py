@@ -15,7 +15,7 @@ temporary SQLite file:
    Debited/Credited), card and wallet payments (succeeded, declined, timed out into
    ``exception``), bank payouts (with a hold, released on failure) and rejections. Each group's
    events are saved as the committer saves them (``app.events.put``: mapper, transcoder,
-   recorder with its audit chain rows; snapshots as ``snapshots_due``), about 10,000
+   recorder with its audit chain rows; snapshots as ``take_snapshots_of``), about 10,000
    events per call. The rate printed includes deciding.
 2. **Raw read** of the notification log: ``app.recorder.select_notifications`` from 0 to the end
    in pages of the rebuild's page size, nothing decoded.
@@ -341,9 +341,7 @@ class Generator:
         first_version: dict[UUID, tuple[Any, int]] = {}
         for aggregate, version_before in self.snapshot_candidates:
             first_version.setdefault(aggregate.id, (aggregate, version_before))
-        snapshots = self.app.snapshots_due(first_version.values())
-        if snapshots and self.app.snapshots is not None:
-            self.app.snapshots.put(snapshots)
+        self.app.take_snapshots_of(first_version.values())
         self.out.events += len(self.pending_events)
         self.out.puts += 1
         self.pending_events, self.snapshot_candidates = [], []

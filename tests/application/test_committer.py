@@ -48,12 +48,12 @@ def app(database_url: str) -> Iterator[PayledgerApp]:
     application.close()
 
 
-@pytest.fixture(params=[True, False], ids=["pipelined", "one-group-at-a-time"])
-def make_committer(app: PayledgerApp, request: pytest.FixtureRequest) -> Iterator:
+@pytest.fixture
+def make_committer(app: PayledgerApp) -> Iterator:
     made: list[Committer] = []
 
     def make(**kwargs) -> Committer:
-        committer = Committer(app, pipeline=request.param, **kwargs)
+        committer = Committer(app, **kwargs)
         made.append(committer)
         return committer
 
