@@ -61,9 +61,6 @@ class Settings(BaseSettings):
     # `payledger serve` runs: the views' work off the API process's interpreter lock); "off"
     # when `payledger project --follow` runs elsewhere.
     projections: Literal["inline", "process", "off"] = "inline"
-    # The projector process's niceness (0-19, added to the server's): the views' work yields
-    # the CPU to the API and committer processes, so a busy read side does not delay answers.
-    projector_nice: int = Field(default=10, ge=0, le=19)
     # Batches: how often the server looks for scheduled batches that are due and for batches
     # left processing by a process that stopped (it also looks once at start-up).
     batch_scheduler_interval_s: float = Field(default=30.0, gt=0, le=3600)

@@ -182,8 +182,6 @@ def run_projector(values: dict[str, Any], door: Connection, ready: Any, parent_p
         return
     name_process("pl-projector")
     tune_process()
-    if settings.projector_nice:
-        os.nice(settings.projector_nice)  # the views can wait a moment; answers cannot
     nudge, stop, hurry = threading.Event(), threading.Event(), threading.Event()
     follower = Follower(read.runner, nudge=nudge, stop=stop, hurry=hurry, gather_s=GATHER_S)
     doorman = threading.Thread(

@@ -4,7 +4,6 @@ outlives its server, even one killed with SIGKILL."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -98,22 +97,3 @@ def test_a_server_whose_children_were_killed_starts_new_ones_and_still_shuts_dow
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log_path.read_text()
     assert wait_until(lambda: not any(alive(c) for c in children), 15)
-
-
-@pytest.mark.parametrize(("setting", "added"), [(None, 10), ("3", 3), ("0", 0)])
-def test_the_projector_yields_the_cpu_to_the_write_path(database_url, start_server, setting, added):
-    """The views' process runs at a lower priority than the server and its committer (by
-    ``PAYLEDGER_PROJECTOR_NICE``, 10 by default), so a busy read side does not delay answers."""
-    env = {"PAYLEDGER_PROJECTOR_NICE": setting} if setting is not None else {}
-    server = start_server(database_url, "--log-level", "warning", env=env)
-    pid = server.process.pid
-    projector = wait_until(lambda: child_named(pid, "pl-projector"), 30)
-    committer = wait_until(lambda: child_named(pid, "pl-committer"), 30)
-    assert projector and committer, children_of(pid)
-    base = os.getpriority(os.PRIO_PROCESS, pid)
-    # The name is set just before the niceness: wait for it rather than race the child.
-    expected = min(19, base + added)
-    with contextlib.suppress(AssertionError):  # the assert below says what it was
-        wait_until(lambda: os.getpriority(os.PRIO_PROCESS, projector) == expected, 10)
-    assert os.getpriority(os.PRIO_PROCESS, projector) == expected
-    assert os.getpriority(os.PRIO_PROCESS, committer) == base
