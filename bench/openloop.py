@@ -117,6 +117,8 @@ class Generator:
         self.counter = 0
         self.c = Counters()
         self.open_connections = 0
+        # (scheduled, answered) per request, for --timeline
+        self.timeline: list[tuple[float, float]] | None = [] if args.timeline else None
 
     def next_request(self) -> tuple[bytes, bool, bool]:
         self.counter += 1
@@ -152,7 +154,10 @@ class Generator:
             if conn is not None:
                 conn.close()
             return None
-        self.c.latencies_us.append(int((time.perf_counter() - scheduled) * 1e6))
+        answered = time.perf_counter()
+        self.c.latencies_us.append(int((answered - scheduled) * 1e6))
+        if self.timeline is not None:
+            self.timeline.append((scheduled, answered))
         self.count(status, body, to_merchant, from_hot)
         return conn
 
@@ -257,6 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--closed", action="store_true")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--timeline",
+        default=None,
+        help="also write each request's scheduled and answer times (Unix seconds, one line each) "
+        "to this file: when the slow ones happened",
+    )
     args = p.parse_args(argv)
     run = asyncio.run
     try:
@@ -267,6 +278,10 @@ def main(argv: list[str] | None = None) -> None:
         pass
     gen = Generator(args)
     elapsed = run(gen.closed_loop() if args.closed else gen.open_loop())
+    if gen.timeline is not None:
+        offset = time.time() - time.perf_counter()  # perf_counter -> wall clock, to line up logs
+        with open(args.timeline, "w") as f:
+            f.writelines(f"{s + offset:.6f} {a + offset:.6f}\n" for s, a in gen.timeline)
     json.dump(gen.report(elapsed), sys.stdout)
     sys.stdout.write("\n")
 

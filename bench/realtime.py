@@ -369,6 +369,7 @@ def run_python_generator(
     duration: float,
     connections: int,
     rate: float | None,
+    timeline: Path | None = None,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable, str(BENCH / "openloop.py"), "--url", url, "--path", path,
@@ -376,6 +377,7 @@ def run_python_generator(
         "--duration", str(duration), "--connections", str(connections),
     ]  # fmt: skip
     cmd += ["--rate", str(rate)] if rate is not None else ["--closed"]
+    cmd += ["--timeline", str(timeline)] if timeline is not None else []
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 180)
     if out.returncode != 0:
         raise RuntimeError(f"openloop.py failed:\n{out.stderr[-3000:]}")
@@ -598,6 +600,7 @@ class Settings:
     projections: str = "process"
     half_rate: float | None = None  # a fixed rate for the "half" run (A/B at equal load)
     profile_rate: float | None = None  # profile an open-loop run at this rate, not the max
+    timelines: Path | None = None  # write each half-load request's times here (openloop.py)
     server_env: tuple[tuple[str, str], ...] = ()  # extra PAYLEDGER_* settings for the server
 
 
@@ -736,8 +739,10 @@ def measure_mix(
         with contextlib.suppress(httpx.HTTPError):
             httpx.post(url + "/__bench/reset", timeout=5)
         meter = CpuMeter(server.proc.pid if server.proc else None)
+        timeline = cfg.timelines / f"{store}-{mix}-half.txt" if cfg.timelines else None
         half = run_python_generator(url, path, ids_file, mix, f"{nonce}-{mix}-h",
-                                    cfg.half_duration, cfg.connections, rate)  # fmt: skip
+                                    cfg.half_duration, cfg.connections, rate,
+                                    timeline)  # fmt: skip
         half_cpu = meter.stop(half["ok"])
         after_half = asyncio.run(snapshot(url, acc.all()))
         result["half"] = summarise(half)
@@ -851,6 +856,13 @@ def main(argv: list[str] | None = None) -> int:
         help="after measuring, record py-spy profiles of extra runs (bench/results/profiles)",
     )
     p.add_argument(
+        "--timelines",
+        type=Path,
+        default=None,
+        help="write each half-load request's scheduled and answer times to DIR/<store>-<mix>-"
+        "half.txt (bench/openloop.py --timeline): when the slow ones happened",
+    )
+    p.add_argument(
         "--profile-rate",
         type=float,
         default=None,
@@ -917,6 +929,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         profile=args.profile or args.profile_rate is not None,
         profile_rate=args.profile_rate,
+        timelines=args.timelines,
         quick=args.quick,
         mixes=tuple(m.strip() for m in args.mixes.split(",") if m.strip()),
         server=args.server,
@@ -963,6 +976,8 @@ def main(argv: list[str] | None = None) -> int:
         "stores": {},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if cfg.timelines is not None:
+        cfg.timelines.mkdir(parents=True, exist_ok=True)
     profile_dir = RESULTS / "profiles"
     if cfg.profile:
         profile_dir.mkdir(parents=True, exist_ok=True)
