@@ -955,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "settings": {
             **vars(cfg),
+            "timelines": str(cfg.timelines) if cfg.timelines else None,
             "amount": AMOUNT,
             "channel": "internal",
             "sandbox_latency_ms": json.loads(SANDBOX_LATENCY),
