@@ -129,6 +129,26 @@ class Committer:
         """Submit and wait (for synchronous callers: CLI, tests)."""
         return self.submit(decide).result(timeout=timeout_s)
 
+    def commit_here(self, decides: list[Decide[Any]]) -> list[Future[Committed[Any]]]:
+        """Decide and save one group in the calling thread; each decision's future, settled.
+
+        For a caller that is the only one committing through this committer: the committer
+        process's main thread, which reads the group off its pipe and answers it itself, with
+        no hand-off to the committer thread (which then never runs a group)."""
+        jobs = [_Job(decide) for decide in decides]
+        for job in jobs:
+            job.future.set_running_or_notify_cancel()
+        for start in range(0, len(jobs), self.group_max):
+            group = jobs[start : start + self.group_max]
+            try:
+                self._commit_group(group)
+            except BaseException as e:  # as on the committer thread: every caller is answered
+                log.exception("committer failed a group")
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+        return [job.future for job in jobs]
+
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 

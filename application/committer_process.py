@@ -31,7 +31,6 @@ import pickle
 import signal
 import threading
 from concurrent.futures import Future, InvalidStateError
-from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -247,40 +246,49 @@ def run_committer(conn: Connection, settings_values: dict[str, Any]) -> None:
     tune_process()  # the same GC and GIL tuning as the API process (application/tuning.py)
     conn.send(("ready", None))
     committer = service.committer
-    assert isinstance(committer, Committer)  # the child's own committer is a thread
-    send_lock = threading.Lock()
-    outbox: list[tuple[int, bool, Any]] = []  # answers not yet sent, guarded by send_lock
-
-    def answer(request_id: int, future: Future[Committed[Any]]) -> None:
-        error = future.exception()
-        message = (request_id, True, future.result()) if error is None else (
-            request_id, False, _portable(error),
-        )  # fmt: skip
-        with send_lock:
-            outbox.append(message)
-
-    def flush() -> None:
-        with send_lock:
-            if outbox:
-                conn.send(list(outbox))
-                outbox.clear()
-
-    committer.after_group = flush  # a group's answers leave together, once it is saved
+    # The child's own committer is a thread committer; its thread stays idle, groups are
+    # committed here, on the thread that reads them.
+    assert isinstance(committer, Committer)
     try:
         while (requests := conn.recv()) is not None:
-            for request_id, handler, method, args in requests:
-                try:
-                    future = committer.submit(service.decision(handler, method, *args))
-                except Exception as e:
-                    with send_lock:
-                        outbox.append((request_id, False, _portable(e)))
-                    continue
-                future.add_done_callback(partial(answer, request_id))
-            flush()  # refusals above, and answers that came before their callback was added
-    except EOFError:
+            # What else has arrived is decided in the same group: one save, one answer message.
+            last = False
+            while len(requests) < committer.group_max and conn.poll(0):
+                more = conn.recv()
+                if more is None:
+                    last = True
+                    break
+                requests.extend(more)
+            conn.send(_decide_and_save(service, committer, requests))
+            if last:
+                break
+    except (EOFError, OSError):
         pass  # the API process went away
     finally:
         service.close()
+
+
+def _decide_and_save(
+    service: Any, committer: Committer, requests: list[tuple[int, str, str, tuple[Any, ...]]]
+) -> list[tuple[int, bool, Any]]:
+    """Each request's answer: decided and saved on this thread, in groups of up to the group
+    size (no hand-off to the committer thread, nor the interpreter-lock hand-overs it costs)."""
+    answers: list[tuple[int, bool, Any]] = []
+    ids, decides = [], []
+    for request_id, handler, method, args in requests:
+        try:
+            decides.append(service.decision(handler, method, *args))
+        except Exception as e:  # no such decision
+            answers.append((request_id, False, _portable(e)))
+            continue
+        ids.append(request_id)
+    for request_id, future in zip(ids, committer.commit_here(decides), strict=True):
+        error = future.exception()
+        answers.append(
+            (request_id, True, future.result()) if error is None
+            else (request_id, False, _portable(error))
+        )  # fmt: skip
+    return answers
 
 
 def _portable(error: BaseException) -> BaseException:

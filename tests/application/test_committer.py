@@ -350,3 +350,32 @@ def test_read_only_commands_save_nothing(app, make_committer):
     result = committer.run(lambda uow: uow.get(account_id, Account).balance_minor)
     assert result.value == 0 and result.position is None
     assert app.recorder.max_notification_id() == before
+
+
+def test_commit_here_decides_and_saves_on_the_calling_thread_in_groups(app, make_committer):
+    """What the committer process's main thread does: no hand-off to the committer thread."""
+    committer = make_committer(group_max=3)
+    account_id = committer.run(opener()).value[1]
+    threads: list[str] = []
+
+    def credit(amount: int):
+        inner = crediter(account_id, amount)
+
+        def decide(uow: UnitOfWork) -> int:
+            threads.append(threading.current_thread().name)
+            return inner(uow)
+
+        return decide
+
+    before = counts(committer)
+    futures = committer.commit_here(
+        [credit(n) for n in (1, 2, 3, 4, 5)] + [raiser_before_change(account_id)]
+    )
+    assert all(future.done() for future in futures)  # settled before it returns
+    assert [f.result().value for f in futures[:5]] == [1, 3, 6, 10, 15]
+    with pytest.raises(Boom):
+        futures[5].result()
+    assert set(threads) == {threading.current_thread().name}
+    assert counts(committer)["groups"] == before["groups"] + 2  # 6 decisions, groups of 3
+    assert futures[2].result().position < futures[3].result().position  # two saves, in order
+    assert stored_balance(app, account_id) == 15
