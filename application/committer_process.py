@@ -3,8 +3,10 @@
 With the committer as a thread, the HTTP event loop and the committer share one GIL: each waits
 for the other, and the committer's save is slowed by waiting to get the GIL back after every
 database call (docs/performance.md). Here the API process sends named decisions
-``(handler, method, args)`` over a pipe to a child process that runs its own ``Payledger`` with a
-thread committer, and answers each with its result or its error. Each process gets its own GIL.
+``(handler, method, args)`` over a pipe to a child process that runs its own ``Payledger``: its
+main thread reads what has arrived, decides and saves it as one group (``Committer.commit_here``,
+no hand-off to another thread) and answers each with its result or its error. Each process gets
+its own GIL.
 
 Both ends batch: the API process sends the decisions asked for in one turn of its event loop as
 one message, and the child sends a group's answers as one message once the group is saved, so a
