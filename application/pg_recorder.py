@@ -186,17 +186,14 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         if not missing:
             return self._save_in_one_round_trip(stored_events, prevs, kwargs.get("chain_out"))
-        with self.datastore.get_connection() as conn, conn.transaction():
-            # Tuples, not the library's dict rows: a batch's group returns 1,000 ids.
-            with conn.cursor(row_factory=tuple_row) as curs:
-                self._insert_stored_events(curs, stored_events, **kwargs)
-                ids = [row[0] for row in curs.fetchall()]
-            if len(ids) != len(stored_events):
-                raise ProgrammingError(
-                    f"Couldn't get all notification IDs (got {len(ids)}, "
-                    f"expected {len(stored_events)})"
-                )
-            return ids
+        # Tuples, not the library's dict rows: a batch's group returns 1,000 ids.
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return _all_ids([row[0] for row in curs.fetchall()], stored_events)
 
     def _save_in_one_round_trip(
         self,
@@ -214,14 +211,8 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
                 curs.execute(
                     self._statements(curs)[2], _arrays(linked, stored_events), prepare=True
                 )
-                ids = [row[0] for row in curs.fetchall()]
-        if len(ids) != len(stored_events):
-            raise ProgrammingError(
-                f"Couldn't get all notification IDs (got {len(ids)}, expected {len(stored_events)})"
-            )
-        if chain_out is not None:
-            chain_out.clear()
-            chain_out.append(linked)
+                ids = _all_ids([row[0] for row in curs.fetchall()], stored_events)
+        _hand_out(chain_out, linked)
         return ids
 
     def _insert_stored_events(
@@ -231,10 +222,7 @@ class FastPostgresApplicationRecorder(PostgresApplicationRecorder):
         curs.execute(lock_and_notify)  # no parameters: the simple protocol runs all three
         linked = self._link(curs, stored_events)
         curs.execute(insert, _arrays(linked, stored_events), prepare=True)
-        chain_out = kwargs.get("chain_out")
-        if chain_out is not None:
-            chain_out.clear()
-            chain_out.append(linked)
+        _hand_out(kwargs.get("chain_out"), linked)
 
     def _statements(self, curs: Cursor[Any]) -> tuple[str, str, str]:
         """The saves' statements as text, rendered with the first connection's encoding."""
@@ -317,6 +305,23 @@ def _arrays(linked: Linked, stored_events: Sequence[StoredEvent]) -> tuple[list[
         [e.topic for e in stored_events],
         [e.state for e in stored_events],
     )
+
+
+def _all_ids(ids: list[int], stored_events: Sequence[StoredEvent]) -> list[int]:
+    """A save's notification ids, one per event, or the library's error."""
+    if len(ids) != len(stored_events):
+        raise ProgrammingError(
+            f"Couldn't get all notification IDs (got {len(ids)}, expected {len(stored_events)})"
+        )
+    return ids
+
+
+def _hand_out(chain_out: list[Linked] | None, linked: Linked) -> None:
+    """Give the save's chain rows to ``insert_events``, which remembers them once committed
+    (emptied first: a retried save hands out only its last attempt's)."""
+    if chain_out is not None:
+        chain_out.clear()
+        chain_out.append(linked)
 
 
 def _text(statement: Any, conn: Any) -> str:
