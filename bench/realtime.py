@@ -772,7 +772,7 @@ def drop_schema(schema: str) -> None:
         log(f"could not drop schema {schema}: {e}")
 
 
-def judge(results: dict[str, Any], noop_rate: float) -> None:
+def judge(results: dict[str, Any], noop_rate: float, cpus: int | None = None) -> None:
     """Ratios and goals, per store and mix (the goals are PostgreSQL's; SQLite is shown too)."""
     for _store, data in results["stores"].items():
         all_met = True
@@ -791,6 +791,7 @@ def judge(results: dict[str, Any], noop_rate: float) -> None:
                 and r.get("half", {}).get("non_2xx", 0) == 0,
             }
             r["goals"] = goals
+            r["cpu_ceiling"] = cpu_ceiling(r["max"], noop_rate, cpus)
             all_met = all_met and all(goals.values())
         data["all_goals_met"] = all_met
     pg = results["stores"].get("postgres")
@@ -799,6 +800,24 @@ def judge(results: dict[str, Any], noop_rate: float) -> None:
         "note": "goals apply to PostgreSQL: >= 1500 payments/s, >= 0.5 x no-op, "
         "half-load p99 <= 25 ms, in all three mixes; SQLite is judged by the same bars for "
         "information",
+    }
+
+
+def cpu_ceiling(run: dict[str, Any], noop_rate: float, cpus: int | None = None) -> dict[str, Any]:
+    """What the machine's CPU allows: the run's rate scaled to every core busy (the load
+    generator, PostgreSQL and the server's processes all count), and the machine CPU per payment
+    that half the no-op's rate would need (all cores for 0.5 x no-op payments a second)."""
+    busy_pct = run.get("cpu", {}).get("machine_busy_pct")
+    rate = run["rate_per_s"]
+    cpus = cpus or os.cpu_count() or 1
+    if not busy_pct or not rate or not noop_rate:
+        return {}
+    ceiling = rate / (busy_pct / 100)
+    return {
+        "machine_cpu_us_per_payment": round(1e6 * cpus * busy_pct / 100 / rate, 1),
+        "payments_per_s_at_full_cpu": round(ceiling, 1),
+        "ratio_to_noop_at_full_cpu": round(ceiling / noop_rate, 3),
+        "machine_cpu_us_per_payment_for_half_noop": round(1e6 * cpus / (GOAL_RATIO * noop_rate), 1),
     }
 
 
@@ -828,6 +847,27 @@ def print_table(results: dict[str, Any]) -> None:
             )
     print("(latencies in ms; max runs closed-loop at full speed, half runs open-loop at half the "
           "max rate)")  # fmt: skip
+    for store, data in results["stores"].items():
+        for mix, r in data["mixes"].items():
+            c = r.get("cpu_ceiling")
+            if c:
+                print(
+                    f"{store}/{mix}: machine CPU {c['machine_cpu_us_per_payment']:.0f} us/payment; "
+                    f"every core busy would give {c['payments_per_s_at_full_cpu']:.0f}/s = "
+                    f"{c['ratio_to_noop_at_full_cpu']:.2f} x no-op; 0.5 x no-op needs "
+                    f"<= {c['machine_cpu_us_per_payment_for_half_noop']:.0f} us/payment"
+                )
+
+
+def report(path: Path) -> int:
+    """The table of a results file written earlier, judged again (with its own no-op rate and
+    core count), so figures derived since (the CPU ceiling) apply to old runs too."""
+    results = json.loads(path.read_text())
+    noop_rate = results.get("noop", {}).get("rate_per_s") or 0.0
+    cpus = results.get("machine", {}).get("cpus")
+    judge(results, noop_rate, cpus=cpus)
+    print_table(results)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -908,7 +948,14 @@ def main(argv: list[str] | None = None) -> int:
         help="experiments: a setting for the payment server (repeatable)",
     )
     p.add_argument("--out", default=str(RESULTS / "realtime.json"))
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="measure nothing: judge a results file again and print its table and CPU ceilings",
+    )
     args = p.parse_args(argv)
+    if args.report:
+        return report(Path(args.report))
 
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     for s in stores:
