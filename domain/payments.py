@@ -199,6 +199,8 @@ class Payment(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.state = PaymentState.SUCCEEDED.value
+            # After an unknown outcome (OutcomeUnknown) is resolved: no longer a failure.
+            aggregate.failure_code = aggregate.failure_message = None
             aggregate.channel_reference = self.channel_reference
             aggregate.entry = {"entry_id": self.entry_id, "legs": self.legs}
             aggregate.completed_at = self.timestamp

@@ -264,6 +264,8 @@ def _apply(row: dict[str, Any], e: RawEvent) -> None:
     row["state"], row["status"] = state, STATUS_OF_STATE[state]
     if name in ("Payment.Rejected", "Payment.Failed", "Payment.OutcomeUnknown"):
         row["failure_code"], row["failure_message"] = d["code"], d["message"]
+    elif name == "Payment.Succeeded":  # a resolved exception is no longer a failure
+        row["failure_code"] = row["failure_message"] = None
     if name in ("Payment.Succeeded", "Payment.Failed"):
         row["channel_reference"] = d["channel_reference"]
     if name in FINAL_EVENTS:

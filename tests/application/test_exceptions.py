@@ -170,6 +170,13 @@ def test_a_card_charge_that_timed_out_after_the_charge_is_resolved_succeeded_onc
     assert done.counts() == {"succeeded": 1, "failed": 0, "open": 0, "flagged": 0, "asked": 1}
     payment = world.svc.get_payment(paid.id)
     assert payment.status == "succeeded" and payment.channel_reference.startswith("card_")
+    # No longer a failure: the time-out's code stays in the history only.
+    assert (payment.failure_code, payment.failure_message) == (None, None)
+    world.read.catch_up()
+    assert world.read.model.db.query(
+        "SELECT status, failure_code, failure_message FROM view_payments WHERE payment_id = ?",
+        (str(paid.id),),
+    ) == [("succeeded", None, None)]
     assert world.events(paid.id)[-3:] == ["OutcomeUnknown", "ExceptionResolved", "Succeeded"]
     resolved = world.event(paid.id, "ExceptionResolved")
     assert resolved.actor == RESOLVER
