@@ -26,6 +26,12 @@ _PAN_IN_TEXT = re.compile(
     r"|[0-9]{4}(?:[ -][0-9]{4}){3}"
     r"|[0-9]{4}[ -][0-9]{6}[ -][0-9]{5})(?![0-9])"
 )
+# A UUID in its canonical form (8-4-4-4-12 hex digits): its digits are never a card number, so
+# that idempotency keys and references made with uuid4() (1 in ~13,000 holds a Luhn-valid run of
+# the 4-4-4-4 shape across its dashes) are not refused.
+_UUID_IN_TEXT = re.compile(
+    r"(?<![0-9A-Za-z-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Za-z-])"
+)
 
 # (brand, inclusive prefix ranges); the first match wins, so narrower ranges come first.
 _BRAND_PREFIXES: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
@@ -141,20 +147,33 @@ def validate_card(
     )
 
 
-def _redact_match(match: re.Match[str]) -> str:
-    digits = re.sub(r"[ -]", "", match.group())
-    return REDACTED_PAN if luhn.is_valid(digits) else match.group()
+def _pans(text: str) -> list[tuple[int, int]]:
+    """The spans of the card numbers in ``text``: Luhn-valid runs of 13-19 digits not touching
+    another digit, bare or grouped 4-4-4-4 / 4-6-5 by spaces or dashes, and not inside a UUID."""
+    uuids = [m.span() for m in _UUID_IN_TEXT.finditer(text)] if "-" in text else []
+    return [
+        m.span()
+        for m in _PAN_IN_TEXT.finditer(text)
+        if luhn.is_valid(re.sub(r"[ -]", "", m.group()))
+        and not any(start < m.end() and m.start() < end for start, end in uuids)
+    ]
 
 
 def redact_pan(text: str) -> str:
-    """Replace every Luhn-valid 13-19 digit card number in ``text`` with ``[REDACTED-PAN]``."""
-    return _PAN_IN_TEXT.sub(_redact_match, text)
+    """Replace every card number in ``text`` (as :func:`contains_pan` finds them) with
+    ``[REDACTED-PAN]``."""
+    out, last = [], 0
+    for start, end in _pans(text):
+        out += [text[last:start], REDACTED_PAN]
+        last = end
+    return "".join(out) + text[last:] if out else text
 
 
 def contains_pan(text: str) -> bool:
-    """Whether ``text`` holds what :func:`redact_pan` would redact: a Luhn-valid run of 13-19
-    digits not touching another digit, bare or grouped 4-4-4-4 / 4-6-5 by spaces or dashes."""
-    return any(luhn.is_valid(re.sub(r"[ -]", "", m.group())) for m in _PAN_IN_TEXT.finditer(text))
+    """Whether ``text`` holds a card number: a Luhn-valid run of 13-19 digits not touching
+    another digit, bare or grouped 4-4-4-4 / 4-6-5 by spaces or dashes; the digits of a UUID
+    (8-4-4-4-12 hex) are not one."""
+    return bool(_pans(text))
 
 
 PAN_IN_FREE_TEXT = "pan_in_free_text"
