@@ -165,13 +165,25 @@ def parse_database_url(url: str, *, pool_size: int = 4) -> StoreConfig:
         schema = query.get("schema", ["public"])[0]
         if not schema.replace("_", "").isalnum() or len(schema) > 40:
             raise StoreConfigError(f"PAYLEDGER_DATABASE_URL: bad schema name {schema!r}")
+        try:
+            port = parts.port or 5432
+        except ValueError:  # not a number, or out of range (never echo the URL: a password)
+            raise StoreConfigError(
+                "PAYLEDGER_DATABASE_URL: the port must be a number from 1 to 65535"
+            ) from None
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname or "/" in dbname:
+            raise StoreConfigError(
+                "PAYLEDGER_DATABASE_URL names no database: "
+                "write postgresql://user:pass@host:port/db"
+            )
         return StoreConfig(
             kind="postgres",
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 5432,
+            port=port,
             user=unquote(parts.username or "postgres"),
             password=unquote(parts.password or ""),
-            dbname=(parts.path or "/postgres").lstrip("/") or "postgres",
+            dbname=dbname,
             schema=schema,
             pool_size=pool_size,
         )

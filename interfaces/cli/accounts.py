@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import typer
 
 from application.commands import CloseAccount, MakeDeposit, OpenAccount
 from interfaces.cli import output, views
-from interfaces.cli.payments import time_travel_json
+from interfaces.cli.errors import EXIT_CODES_HELP, EXIT_PAYMENT_EXCEPTION
+from interfaces.cli.payments import EXIT_OF_STATUS, time_travel_json
 from interfaces.cli.principal import cli_principal
 from interfaces.cli.runtime import run, service
 
@@ -75,7 +76,15 @@ def show_account(
     output.print_account(account)
 
 
-@app.command("deposit")
+DEPOSIT_HELP = f"""Credit an account from the external funding source (a ledger entry).
+
+\b
+Exit status: 0 succeeded, 6 failed (e.g. the account is closed).
+{EXIT_CODES_HELP}
+"""
+
+
+@app.command("deposit", help=DEPOSIT_HELP)
 def deposit(
     account_id: AccountId,
     amount: Annotated[str, typer.Argument(help="Decimal string, e.g. 1000.00.")],
@@ -85,10 +94,15 @@ def deposit(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Credit an account from the external funding source (a ledger entry)."""
     key = key or str(uuid4())
     with service() as svc:
         result = run(svc.accounts.deposit(MakeDeposit(account_id, amount, key), cli_principal()))
+    _print_deposit(result, key, as_json)
+    if result.payment.status != "succeeded":  # refused (a closed account): exits as `pay` does
+        raise typer.Exit(EXIT_OF_STATUS.get(result.payment.status, EXIT_PAYMENT_EXCEPTION))
+
+
+def _print_deposit(result: Any, key: str, as_json: bool) -> None:
     if as_json:
         # The HTTP API's deposit shape: the payment, then the account it credited.
         output.print_json(

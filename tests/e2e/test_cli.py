@@ -112,6 +112,15 @@ def test_other_errors_have_their_own_exit_codes(cli, cli_for, tmp_path):
     assert cli("accounts", "deposit", alice, "1.00").code == 0
     refused = cli("accounts", "close", alice)
     assert refused.code == 4 and "account_rule_violation" in refused.stderr
+    # A deposit the rules refuse (a closed account) is printed and exits 6, as `pay` does.
+    bob = _open(cli, "bob")
+    assert cli("accounts", "close", bob).code == 0
+    closed = cli("accounts", "deposit", bob, "1.00", "--json")
+    assert (closed.code, closed.json()["status"], closed.json()["failure_code"]) == (
+        6, "failed", "account_closed",
+    )  # fmt: skip
+    assert cli("accounts", "deposit", bob, "1.00").code == 6
+    assert "6 failed" in cli("accounts", "deposit", "--help").stdout
 
     down = cli_for("postgresql://postgres@127.0.0.1:1/x")("accounts", "show", alice)
     assert down.code == 5 and len(down.stderr.splitlines()) == 1

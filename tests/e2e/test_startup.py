@@ -28,8 +28,18 @@ def test_default_database_is_created_in_the_working_directory(tmp_path, start_se
         ("mysql://x", "unsupported scheme 'mysql'"),
         ("postgresql://postgres@127.0.0.1:1/x", "cannot reach PostgreSQL"),
         ("sqlite://no-path", "sqlite:///path"),
+        ("postgresql://postgres:s3cret@127.0.0.1:notaport/x", "the port must be a number"),
+        ("postgresql://postgres@127.0.0.1:5432", "names no database"),
+        ("postgresql://", "names no database"),
     ],
-    ids=["unknown-scheme", "unreachable-postgres", "bad-sqlite-url"],
+    ids=[
+        "unknown-scheme",
+        "unreachable-postgres",
+        "bad-sqlite-url",
+        "bad-port",
+        "no-database",
+        "bare-postgresql",
+    ],
 )
 def test_bad_store_fails_fast_with_one_line(tmp_path, database_url, expected):
     started = time.monotonic()
@@ -46,7 +56,7 @@ def test_bad_store_fails_fast_with_one_line(tmp_path, database_url, expected):
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and expected in lines[0]
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
     assert elapsed_s < FAIL_FAST_S
 
 
