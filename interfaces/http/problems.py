@@ -180,7 +180,8 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 
 async def handle_request_validation(request: Request, exc: RequestValidationError) -> Response:
-    errors = [_field_error(e) for e in exc.errors()]
+    # Each problem once (FastAPI 0.165 reports a bad path parameter twice).
+    errors = list(dict.fromkeys(_field_error(e) for e in exc.errors()))
     detail = "; ".join(f"{e.field}: {e.reason}" for e in errors) or "the request is malformed"
     return problem_response(422, "Invalid request", "validation_error", detail, errors)
 

@@ -388,11 +388,11 @@ class Problem(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "type": "urn:payledger:problem:invalid_amount",
+                    "type": "urn:payledger:problem:validation_error",
                     "title": "Invalid request",
                     "status": 422,
                     "detail": "amount: has too many decimals: CNY has 2 decimal places",
-                    "code": "invalid_amount",
+                    "code": "validation_error",
                     "errors": [
                         {
                             "field": "amount",

@@ -66,7 +66,10 @@ def test_unknown_account_is_404_and_bad_id_is_422(client: httpx.Client) -> None:
     assert_problem(missing, 404, "account_not_found")
     bad = assert_problem(client.get("/v1/accounts/not-a-uuid"), 422, "validation_error")
     assert field_codes(bad) == {("account_id", "uuid_parsing")}
+    assert len(bad["errors"]) == 1 and bad["detail"].count("account_id") == 1  # listed once
     assert "not-a-uuid" not in bad["detail"]
+    payment = assert_problem(client.get("/v1/payments/xyz"), 422, "validation_error")
+    assert [e["field"] for e in payment["errors"]] == ["payment_id"]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from application.service import Payledger
 from interfaces.http.app import create_app
 from projections.queries import ReadModel
 from tests.conftest import make_settings
-from tests.interfaces.conftest import LiveServer, card, free_port, new_key, serving
+from tests.interfaces.conftest import Api, LiveServer, card, free_port, new_key, serving
 from tests.interfaces.test_validation_http import assert_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,17 @@ def test_openapi_documents_bodies_with_examples_and_problems(client: httpx.Clien
     }
     assert {"200", "201", "400", "409", "422", "503"} <= set(payment["responses"])
     assert "HTTPValidationError" not in components
+
+
+def test_the_problem_example_is_what_the_api_answers(client: httpx.Client) -> None:
+    [example] = client.get("/openapi.json").json()["components"]["schemas"]["Problem"]["examples"]
+    api = Api(client)
+    payer, payee = api.funded_account("5.00"), api.merchant()
+    body = {"amount": "1.001", "currency": "CNY", "channel": "internal",
+            "payer_account_id": payer, "payee_account_id": payee}  # fmt: skip
+    answer = client.post("/v1/payments", json=body, headers={"Idempotency-Key": new_key()})
+    assert answer.status_code == 422
+    assert answer.json() == example
 
 
 # --- failures of the service, mapped once ------------------------------------------------------
