@@ -31,15 +31,22 @@ def serve(host: str, port: int, workers: int, log_level: str, *, access_log: boo
     except StoreUnavailable as e:
         # At start-up an unreachable database is a configuration problem: refuse to start.
         raise ConfigError(str(e)) from e
+    if store.is_memory:
+        # The server's views, committer and background workers each open the database: an
+        # in-memory one would be a different, empty database for each of them.
+        raise ConfigError(
+            "PAYLEDGER_DATABASE_URL: a server cannot use an in-memory SQLite database; "
+            "write sqlite:///path/to/file.sqlite3"
+        )
     require_keys_in_production(settings)  # never serve production without any key
     if workers > 1:
         # Many processes creating tables at once fails ("tuple concurrently updated"); done above.
         os.environ["PAYLEDGER_CREATE_TABLES"] = "n"
-    if "PAYLEDGER_COMMITTER" not in os.environ and not store.is_memory:
+    if "PAYLEDGER_COMMITTER" not in os.environ:
         # A server decides and saves in a process of its own: HTTP and the ledger each get a
         # core and a GIL (~1.6x the payments/s of a committer thread, docs/performance.md).
         os.environ["PAYLEDGER_COMMITTER"] = "process"
-    if "PAYLEDGER_PROJECTIONS" not in os.environ and not store.is_memory:
+    if "PAYLEDGER_PROJECTIONS" not in os.environ:
         # And the views are kept by a process of their own, not a thread of the API process
         # (a 100,000-item batch: 1.35x faster end to end, docs/performance.md).
         os.environ["PAYLEDGER_PROJECTIONS"] = "process"

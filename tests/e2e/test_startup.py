@@ -31,6 +31,7 @@ def test_default_database_is_created_in_the_working_directory(tmp_path, start_se
         ("postgresql://postgres:s3cret@127.0.0.1:notaport/x", "the port must be a number"),
         ("postgresql://postgres@127.0.0.1:5432", "names no database"),
         ("postgresql://", "names no database"),
+        ("sqlite:///:memory:", "cannot use an in-memory SQLite database"),
     ],
     ids=[
         "unknown-scheme",
@@ -39,6 +40,7 @@ def test_default_database_is_created_in_the_working_directory(tmp_path, start_se
         "bad-port",
         "no-database",
         "bare-postgresql",
+        "in-memory",
     ],
 )
 def test_bad_store_fails_fast_with_one_line(tmp_path, database_url, expected):
