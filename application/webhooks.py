@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets as random_secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -146,9 +147,12 @@ def _internal_host(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return False  # a name: resolved when delivering (see docs: DNS is not checked)
+        try:  # the legacy IPv4 spellings resolvers also accept: 2130706433, 127.1, 0x7f.0.0.1
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False  # a name: resolved when delivering (see docs: DNS is not checked)
     return not address.is_global or address.is_multicast
 
 

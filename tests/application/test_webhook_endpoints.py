@@ -32,6 +32,7 @@ URL = "https://hooks.example.com/payledger"
         "https://hooks.example.com:8443/p",
         "https://93.184.216.34/p",
         "https://[2606:2800:220:1::1]/p",
+        "https://1572395042/p",  # 93.184.216.34 as one number: public, so allowed
     ],
 )
 def test_production_accepts_public_https_urls(url):
@@ -50,6 +51,13 @@ def test_production_accepts_public_https_urls(url):
         ("https://169.254.169.254/latest/meta-data", "url_host_not_allowed"),  # cloud metadata
         ("https://[::1]/p", "url_host_not_allowed"),
         ("https://0.0.0.0/p", "url_host_not_allowed"),
+        # 127.0.0.1 and 10.0.0.1 in the legacy spellings resolvers accept too
+        ("https://2130706433/p", "url_host_not_allowed"),
+        ("https://0x7f.0.0.1/p", "url_host_not_allowed"),
+        ("https://127.1/p", "url_host_not_allowed"),
+        ("https://017700000001/p", "url_host_not_allowed"),
+        ("https://10.1/p", "url_host_not_allowed"),
+        ("https://[::ffff:127.0.0.1]/p", "url_host_not_allowed"),
     ],
 )
 def test_production_refuses_plain_http_and_internal_hosts(url, code):
