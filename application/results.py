@@ -86,6 +86,7 @@ class PaymentResult:
     latency_ms: int | None
     version: int
     replayed: bool = False
+    batch_id: str | None = None  # the batch it is an item of; None for a real-time payment
     # Set only on a state from the past (time travel): the version and the time it reflects.
     as_of_version: int | None = None
     as_of: datetime | None = None
@@ -113,6 +114,7 @@ class PaymentResult:
             latency_ms=payment.latency_ms,
             version=payment.version,
             replayed=replayed,
+            batch_id=getattr(payment, "batch_id", None),
         )
 
 

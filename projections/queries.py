@@ -356,7 +356,7 @@ def payment_result(r: tuple[Any, ...]) -> PaymentResult:
         failure_code=v["failure_code"], failure_message=v["failure_message"],
         channel_reference=v["channel_reference"], created_at=from_us(v["created_us"]),  # type: ignore[arg-type]
         completed_at=from_us(v["completed_us"]), latency_ms=v["latency_ms"],
-        version=v["version"],
+        version=v["version"], batch_id=v["batch_id"],
     )  # fmt: skip
 
 

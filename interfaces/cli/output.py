@@ -77,6 +77,7 @@ def payment_json(p: PaymentResult) -> dict[str, Any]:
         "created_at": _iso(p.created_at),
         "completed_at": _iso(p.completed_at),
         "latency_ms": p.latency_ms,
+        "batch_id": p.batch_id,
     }
 
 

@@ -113,4 +113,5 @@ PAYMENT_OUT_EXAMPLE: dict[str, Any] = {
     "created_at": "2025-01-01T12:00:00.000000+00:00",
     "completed_at": "2025-01-01T12:00:00.121000+00:00",
     "latency_ms": 121,
+    "batch_id": None,
 }

@@ -268,6 +268,9 @@ class PaymentOut(TimeTravelOut):
     created_at: datetime
     completed_at: datetime | None
     latency_ms: int | None
+    batch_id: str | None = Field(
+        default=None, description="The batch it is an item of; null for a real-time payment"
+    )
     as_of_version: int | None = Field(default=None, description=AS_OF_VERSION_HELP)
     as_of: datetime | None = Field(
         default=None,
@@ -294,6 +297,7 @@ class PaymentOut(TimeTravelOut):
             "created_at": p.created_at,
             "completed_at": p.completed_at,
             "latency_ms": p.latency_ms,
+            "batch_id": p.batch_id,
             "as_of_version": p.as_of_version,
             "as_of": p.as_of,
         }

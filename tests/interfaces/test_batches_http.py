@@ -68,6 +68,8 @@ def test_a_payroll_batch_from_submission_to_report(pr: Payroll) -> None:
         "succeeded", "1500.00", "bank_transfer",
     )  # fmt: skip
     assert len(listed) == 4
+    assert payment["batch_id"] == batch["id"]  # the view's batch id, in every answer
+    assert {p["batch_id"] for p in listed} == {batch["id"]}
 
 
 def test_the_maker_never_approves_and_a_code_is_needed(

@@ -42,6 +42,7 @@ def test_internal_payment_succeeds_and_moves_both_balances(api: Api) -> None:
     assert body["failure_code"] is None and body["failure_message"] is None
     assert body["description"] == "invoice 17" and body["metadata"] == {"n": "17"}
     assert body["completed_at"] is not None and isinstance(body["latency_ms"], int)
+    assert "batch_id" in body and body["batch_id"] is None  # a real-time payment
     assert "Idempotent-Replayed" not in response.headers
     assert api.account(alice)["balance"] == "59.50"
     assert api.account(shop)["balance"] == "40.50"

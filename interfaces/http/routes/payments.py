@@ -194,6 +194,7 @@ _PLAIN = {
     "created_at": _time,
     "completed_at": _time_or_none,
     "latency_ms": _int_or_none,
+    "batch_id": _text_or_none,
     "as_of_version": _int_or_none,
     "as_of": _time_or_none,
 }
