@@ -278,9 +278,9 @@ class KeyHandlers:
         locked = key.fail_otp(
             at=now, actor=principal.actor, max_failures=settings.otp_max_failures, lockout=lockout
         )
-        if locked:
-            return OtpOutcome(OtpStatus.THROTTLED, lockout.total_seconds())
-        return OtpOutcome(OtpStatus.INVALID)
+        # The code that reaches the limit is still answered as wrong (it is); the lock
+        # throttles what comes after it.
+        return OtpOutcome(OtpStatus.INVALID, lockout.total_seconds() if locked else 0.0)
 
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(list(self.service.app.events.get(aggregate_id, limit=1)))
@@ -299,6 +299,11 @@ def _raise_for(outcome: OtpOutcome) -> None:
         raise OtpNotEnrolled("this key has no second factor")
     if status is OtpStatus.REVOKED:
         raise InvalidApiKey("the API key is not valid")
+    if outcome.retry_after_s:
+        raise OtpInvalid(
+            "the code is wrong, expired or was already used, and that was one too many: the "
+            f"second factor of this key is locked for {outcome.retry_after_s:.0f} s"
+        )
     raise OtpInvalid("the code is wrong, expired or was already used: send the next one")
 
 
