@@ -14,6 +14,7 @@ from uuid import UUID
 import orjson
 
 from application.results import AccountResult, PaymentResult
+from domain.errors import ValidationError
 from projections.accounts import COLUMNS as ACCOUNT_COLUMNS
 from projections.base import TRACKING_TABLE
 from projections.db import ViewDB, from_us, to_us
@@ -49,6 +50,16 @@ class PaymentFilter:
     created_to: datetime | None = None
     amount_min_minor: int | None = None
     amount_max_minor: int | None = None
+
+    def __post_init__(self) -> None:
+        """A reversed range is a mistake to name, not an empty answer (times without an
+        offset are UTC, as the views read them)."""
+        since, until = self.created_from, self.created_to
+        if since and until and to_us(since) >= to_us(until):
+            raise ValidationError.single("created_from", "must be before `created_to`")
+        low, high = self.amount_min_minor, self.amount_max_minor
+        if low is not None and high is not None and low > high:
+            raise ValidationError.single("amount_min", "must not be above `amount_max`")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,13 @@ def test_bad_filters_are_specific_422s(api: Api, client: httpx.Client) -> None:
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"limit": "0"}, "limit"),
         ({"payer": "nope"}, "payer"),
-    ]
+        # reversed ranges (a time without an offset is UTC)
+        ({"created_from": "2030-01-01T00:00:00Z", "created_to": "2020-01-01T00:00:00Z"},
+         "created_from"),
+        ({"created_from": "2030-01-01T00:00:00", "created_to": "2030-01-01T01:00:00+02:00"},
+         "created_from"),
+        ({"amount_min": "20.00", "amount_max": "10.00", "currency": "CNY"}, "amount_min"),
+    ]  # fmt: skip
     for params, field in cases:
         response = client.get("/v1/payments", params=params)
         assert response.status_code == 422, (params, response.text)
