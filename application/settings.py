@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=400, ge=1, le=10_000_000)
     step_up_amount: Decimal | None = Field(default=Decimal("10000"), gt=0, allow_inf_nan=False)
     otp_max_failures: int = Field(default=5, ge=1, le=100)
-    otp_lockout_s: int = Field(default=300, ge=1, le=86_400)
+    otp_lockout_s: int = Field(default=900, ge=1, le=86_400)  # 15 minutes
     # Encryption at rest of event payloads (application/encryption.py): a base64 AES-256 key,
     # required in production; previous keys (comma-separated) only decrypt, for key rotation.
     encryption_key: str | None = Field(default=None, repr=False, validate_default=True)

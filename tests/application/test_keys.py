@@ -231,3 +231,10 @@ def test_a_step_up_amount_finer_than_the_currency_rounds_the_right_way() -> None
     assert not needs(key, 1_000_000, "CNY") and needs(key, 1_000_001, "CNY")
     assert not needs(key, 10_000, "JPY") and needs(key, 10_001, "JPY")
     assert not needs(key, 10_000_005, "KWD") and needs(key, 10_000_006, "KWD")
+
+
+def test_the_default_lockout_is_fifteen_minutes() -> None:
+    """Issue 5: five wrong codes lock approval for that principal for 15 minutes."""
+    from application.settings import Settings
+
+    assert (Settings().otp_max_failures, Settings().otp_lockout_s) == (5, 15 * 60)
