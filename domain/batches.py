@@ -133,8 +133,12 @@ class Batch(Aggregate):
 
     class Cancelled(Event):
         reason: str | None
+        # What the batch held (it started, then rolled past its cut-off), given back in the
+        # same save; 0 in events recorded before this field.
+        released_minor: int = 0
 
         def apply(self, aggregate: Any) -> None:
+            aggregate.held_minor -= self.released_minor
             aggregate.status = B.CANCELLED.value
             aggregate.decided_by, aggregate.decision_reason = self.actor, self.reason
             aggregate.finished_at = self.timestamp
@@ -327,14 +331,21 @@ class Batch(Aggregate):
         self._check_status(B.AWAITING_APPROVAL, "rejected")
         self.trigger_event(self.Rejected, timestamp=at, actor=actor, reason=reason)
 
-    def cancel(self, reason: str | None, *, at: datetime, actor: str) -> None:
+    def cancel(self, reason: str | None, *, at: datetime, actor: str) -> int:
+        """Cancel a batch not yet released; returns what it held (funds reserved when it
+        started before rolling past its cut-off), which the caller gives back in the same
+        save."""
         if self.current_status not in (B.AWAITING_APPROVAL, B.APPROVED, B.SCHEDULED) or (
             self.next_seq or self.groups
         ):
             raise IllegalTransition(
                 f"batch {self.id} is {self.status}: only a batch not yet released can be cancelled"
             )
-        self.trigger_event(self.Cancelled, timestamp=at, actor=actor, reason=reason)
+        held = max(self.held_minor, 0)
+        self.trigger_event(
+            self.Cancelled, timestamp=at, actor=actor, reason=reason, released_minor=held
+        )
+        return held
 
     def start_processing(self, reserved_minor: int, *, at: datetime, actor: str) -> None:
         if self.current_status not in RUNNABLE:

@@ -307,7 +307,11 @@ class BatchHandlers:
         self, batch_id: UUID, principal: Principal, reason: str | None, uow: UnitOfWork
     ) -> BatchResult:
         batch = self._get(uow, batch_id, principal)
-        batch.cancel(reason, at=uow.now, actor=principal.actor)
+        held = batch.cancel(reason, at=uow.now, actor=principal.actor)
+        if held:  # it started, then rolled past its cut-off: give its funds back
+            funding = uow.get(UUID(batch.funding_account_id), Account)
+            assert funding is not None, "a batch's funding account exists from intake on"
+            funding.release_part(batch.id, held, at=uow.now, actor=principal.actor)
         return BatchResult.of(batch)
 
     # --- retry ---------------------------------------------------------------------------------

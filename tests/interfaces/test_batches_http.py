@@ -187,6 +187,23 @@ def test_a_future_batch_is_scheduled_and_can_be_cancelled(pr: Payroll) -> None:
     assert pr.account(pr.funding)["reserved"] == "0.00"
 
 
+def test_a_batch_rolled_past_its_cut_off_gives_its_funds_back_when_cancelled(
+    pr: Payroll,
+) -> None:
+    # Released now, after a 00:00 cut-off: it holds its funds, then waits for the next day.
+    batch = pr.submit(body(pr, [item(1, "40.00")], rules={"cutoff_time": "00:00"})).json()
+    assert pr.approve(batch["id"], execute_now=True).status_code == 200
+    waiting = pr.wait(batch["id"])
+    assert waiting["status"] == "scheduled" and waiting["held"] == "40.00", waiting
+    assert pr.account(pr.funding)["reserved"] == "40.00"
+    with pr.as_(pr.submitter) as http:
+        cancelled = http.post(f"/v1/batches/{batch['id']}/cancel", json={"reason": "not now"})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["held"] == "0.00"
+    funding = pr.account(pr.funding)
+    assert (funding["reserved"], funding["balance"]) == ("0.00", "10000.00")
+
+
 def test_retry_failed_items_makes_new_attempts(pr: Payroll) -> None:
     batch = pr.submit(body(pr, [item(1), item(2, suffix="0004")])).json()
     assert pr.approve(batch["id"]).status_code == 200
