@@ -70,7 +70,7 @@ def check_batch(
             "currency", f"{currency} is not among the batch's allowed currencies", "AM03"
         )
     default_date = execution_date or parsed.execution_date
-    items = _check_items(parsed.items, currency, rules, default_date)
+    items = _check_items(parsed.items, currency, rules, default_date, today)
     check_no_cycles(items)
     valid = [i for i in items if i.valid]
     total = sum(i.amount_minor for i in valid)
@@ -171,7 +171,11 @@ def _check_controls(
 
 
 def _check_items(
-    raws: list[RawItem], currency: str, rules: BatchRules, default_date: date | None
+    raws: list[RawItem],
+    currency: str,
+    rules: BatchRules,
+    default_date: date | None,
+    today: date | None = None,
 ) -> list[BatchItem]:
     index_of: dict[str, int] = {}
     duplicates: set[int] = set()
@@ -182,7 +186,7 @@ def _check_items(
             else:
                 index_of[raw.end_to_end_id] = n
     return [
-        _check_item(n, raw, currency, rules, default_date, index_of, n in duplicates)
+        _check_item(n, raw, currency, rules, default_date, index_of, n in duplicates, today)
         for n, raw in enumerate(raws)
     ]
 
@@ -195,6 +199,7 @@ def _check_item(
     default_date: date | None,
     index_of: dict[str, int],
     duplicate: bool,
+    today: date | None = None,
 ) -> BatchItem:
     has_nul = _has_nul(raw)
     if has_nul:  # kept visible in the item's report, but never stored as NUL
@@ -207,6 +212,7 @@ def _check_item(
     depends_on = index_of.get(raw.depends_on) if raw.depends_on else None
     problem = (
         _format_problem(raw, has_nul, duplicate, currency)
+        or _date_problem(raw, today)
         or amount_problem
         or payee_problem
         or _rule_problem(raw, rules, channel, amount_minor, currency)
@@ -239,6 +245,14 @@ def _format_problem(raw: RawItem, has_nul: bool, duplicate: bool, currency: str)
         return ("AM05", f"end_to_end_id {e2e!r} appears earlier in the batch")
     if raw.currency and raw.currency != currency:
         return ("AM03", f"item is in {raw.currency}, the batch in {currency}")
+    return None
+
+
+def _date_problem(raw: RawItem, today: date | None) -> Problem:
+    """An item's own value date (CSV ``value_date``, JSON items) must not be in the past, as
+    the file's execution date must not (DT01)."""
+    if today is not None and raw.value_date is not None and raw.value_date < today:
+        return ("DT01", f"value date {raw.value_date.isoformat()} is in the past")
     return None
 
 

@@ -3,6 +3,7 @@ maker-checker approval with TOTP, the engine's per-item outcomes, the ledger, it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -202,6 +203,15 @@ def test_a_batch_rolled_past_its_cut_off_gives_its_funds_back_when_cancelled(
     assert cancelled.json()["held"] == "0.00"
     funding = pr.account(pr.funding)
     assert (funding["reserved"], funding["balance"]) == ("0.00", "10000.00")
+
+
+def test_an_item_dated_in_the_past_is_invalid_dt01_and_the_rest_goes_on(pr: Payroll) -> None:
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    items = [item(1), item(2, value_date=yesterday)]
+    answer = pr.submit(body(pr, items))
+    assert answer.status_code == 201, answer.text
+    got = {i["index"]: (i["status"], i["reason_code"]) for i in pr.items(answer.json()["id"])}
+    assert got == {0: ("pending", None), 1: ("invalid", "DT01")}
 
 
 def test_retry_failed_items_makes_new_attempts(pr: Payroll) -> None:
