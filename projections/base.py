@@ -24,7 +24,7 @@ import orjson
 from eventsourcing.persistence import Mapper, Notification, Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 
-from projections.db import ViewDB, to_us
+from projections.db import ViewDB, table_columns, to_us
 
 TRACKING_TABLE = "view_tracking"
 KEPT_ROWS_MAX = 100_000  # rows kept between pages per projection (keep_rows): ~120 MB
@@ -199,6 +199,16 @@ class ViewProjection(Projection[ViewTracking]):
 
     def table(self, name: str) -> str:
         return f"view_{name}{self.suffix}"
+
+    def add_missing_columns(self, name: str, added: dict[str, str]) -> list[str]:
+        """Columns added to a table after its first release (column: SQL type), added to a
+        view created before them (NULL until a rebuild); returns the ones it added."""
+        table = self.table(name)
+        have = set(table_columns(self.db, table))
+        missing = [c for c in added if c not in have]
+        for column in missing:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {added[column]}")
+        return missing
 
     def create_tables(self, *, indexes: bool = True) -> None:
         """``indexes=False``: the tables with only the primary keys that processing needs; a

@@ -285,3 +285,14 @@ def _copy(
         write_row = copy.write_row
         for row in rows:
             write_row(row)
+
+
+def table_columns(db: ViewDB, table: str) -> list[str]:
+    if db.is_postgres:
+        rows = db.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            (db.schema, table),
+        )
+        return [r[0] for r in rows]
+    return [r[1] for r in db.query(f"PRAGMA table_info({table})")]

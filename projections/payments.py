@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import orjson
 
 from projections.base import RawEvent, ViewProjection, timestamp_us
-from projections.db import ViewDB
 
 STATUS_OF_STATE = {
     "requested": "processing", "reserved": "processing", "submitted": "processing",
@@ -94,12 +93,8 @@ class PaymentsProjection(ViewProjection):
         super().create_tables(indexes=indexes)
         if not existed:
             return
-        have = set(table_columns(self.db, table))
-        missing = [c for c in ADDED_COLUMNS if c not in have]
-        for column in missing:
-            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ADDED_COLUMNS[column]}")
-        if missing:  # a view from before the exception workflow: its index too
-            self._create_open_index()
+        if self.add_missing_columns("payments", ADDED_COLUMNS):
+            self._create_open_index()  # a view from before the exception workflow: its index
 
     def _create_indexes(self, name: str) -> None:
         super()._create_indexes(name)
@@ -273,14 +268,3 @@ def _apply(row: dict[str, Any], e: RawEvent) -> None:
         # Exactly as Payment.latency_ms computes it (float seconds, then truncated ms).
         row["latency_ms"] = int((at - row["created_us"]) / 1_000_000 * 1000)
     row["version"], row["updated_us"], row["position"] = e.version, at, e.id
-
-
-def table_columns(db: ViewDB, table: str) -> list[str]:
-    if db.is_postgres:
-        rows = db.query(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ?",
-            (db.schema, table),
-        )
-        return [r[0] for r in rows]
-    return [r[1] for r in db.query(f"PRAGMA table_info({table})")]

@@ -378,5 +378,5 @@ def account_result(r: tuple[Any, ...]) -> AccountResult:
         kind=v["kind"], balance_minor=v["balance_minor"], reserved_minor=v["reserved_minor"],
         available_minor=v["available_minor"], overdraft_limit_minor=v["overdraft_limit_minor"],
         closed=bool(v["closed"]), version=v["version"], created_at=from_us(v["created_us"]),  # type: ignore[arg-type]
-        updated_at=from_us(v["updated_us"]),  # type: ignore[arg-type]
+        updated_at=from_us(v["updated_us"]), iban=v["iban"],  # type: ignore[arg-type]
     )  # fmt: skip

@@ -3,6 +3,7 @@ a page that fails half-way, two runners racing, the in-process follower, rebuild
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import time
@@ -12,6 +13,7 @@ from uuid import UUID
 
 import pytest
 
+from application.commands import OpenAccount
 from application.results import AccountResult, PaymentResult
 from application.service import Payledger
 from projections.accounts import AccountsProjection
@@ -21,8 +23,11 @@ from projections.read_side import ReadSide
 from projections.replay import gc_paused, rebuild, verify
 from projections.runner import Follower, Leadership, ProjectionRunner
 from tests.application.helpers import CARD_DECLINED, CARD_TIMEOUT, IBAN_AC04, IBAN_OK, Driver
+from tests.conftest import make_settings
 
 TENANT = "default"
+
+FUNDING_IBAN = "DE02370400440532013111"
 
 
 def workload(d: Driver) -> dict[str, Any]:
@@ -40,7 +45,10 @@ def workload(d: Driver) -> dict[str, Any]:
     payments.append(d.pay("5.00", channel="bank_transfer", payer=alice, iban=IBAN_AC04))
     closed = d.open("carol")
     d.close(closed)
-    return {"accounts": [alice, bob, shop, closed], "payments": payments}
+    # A funding account that stands for a bank account: its IBAN is in the view too.
+    opened = OpenAccount(owner="payroll", currency="EUR", kind="funding", iban=FUNDING_IBAN)
+    payroll = asyncio.run(d.svc.accounts.open(opened, d.principal)).id
+    return {"accounts": [alice, bob, shop, closed, payroll], "payments": payments}
 
 
 def all_account_ids(svc: Payledger) -> set[UUID]:
@@ -298,3 +306,24 @@ def test_a_rebuild_pauses_the_cyclic_collector_and_restores_it(
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_an_accounts_view_from_before_the_iban_gets_its_column(database_url: str) -> None:
+    settings = make_settings(database_url)
+    settings.store.prepare()
+    old = ViewDB(settings.store)
+    definition = AccountsProjection.TABLES["accounts"].replace(", iban TEXT", "")
+    assert definition != AccountsProjection.TABLES["accounts"]
+    old.execute(f"CREATE TABLE view_accounts ({definition})")
+    old.close()
+    with Payledger(settings) as svc:
+        side = ReadSide(svc.app, svc.settings.store)
+        try:
+            opened = OpenAccount(owner="payroll", currency="EUR", kind="funding", iban=FUNDING_IBAN)
+            account = asyncio.run(svc.accounts.open(opened, Driver(svc).principal))
+            side.catch_up()
+            view = side.model.account(TENANT, account.id)
+            assert view is not None and view.iban == FUNDING_IBAN
+            assert verify(svc.app, svc.settings.store, ["accounts"]).ok
+        finally:
+            side.close()
