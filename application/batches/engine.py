@@ -217,7 +217,9 @@ class BatchEngine:
             failed = batch.counts.get("failed", 0)
             limit = max(1, rules.stop_after_failures - failed)
         if rules.max_failure_ratio is not None:
-            limit = min(limit, RATIO_GROUP_MAX)
+            # Checked after each group: of a tenth of the batch at most (a small batch item by
+            # item, nearly), and never more than RATIO_GROUP_MAX.
+            limit = min(limit, RATIO_GROUP_MAX, max(1, batch.item_count // 10))
         first = batch.next_seq if start is None else start
         if end is not None:
             fixed = [(self._item_at(batch, seq), 1) for seq in range(first, end)]

@@ -163,6 +163,18 @@ def test_stop_after_failures_and_dependencies(pr: Payroll) -> None:
     assert pr.account(pr.funding)["balance"] == "10000.00"
 
 
+def test_a_failure_ratio_stops_a_small_batch_too(pr: Payroll) -> None:
+    items = [item(1, suffix="0004"), item(2, suffix="0004"), item(3, suffix="0004"), item(4)]
+    batch = pr.submit(body(pr, items, rules={"max_failure_ratio": "0.5"})).json()
+    assert pr.approve(batch["id"]).status_code == 200
+    done = pr.wait(batch["id"])
+    got = {i["index"]: (i["status"], i["reason_code"]) for i in pr.items(batch["id"])}
+    assert got[0] == ("failed", "AC04")  # 1 failed of 1 processed: above 0.5, so it stops
+    assert got[3] == ("failed", "NARR")  # never sent
+    assert done["counts"]["succeeded"] == 0
+    assert pr.account(pr.funding)["balance"] == "10000.00"
+
+
 def test_processing_order_by_amount(pr: Payroll) -> None:
     items = [item(1, "1.00"), item(2, "3.00"), item(3, "2.00")]
     batch = pr.submit(body(pr, items, rules={"order": "amount_desc"})).json()
