@@ -62,6 +62,12 @@ def batch_id_for_message(tenant: str, message_id: str) -> UUID:
     return name_id(BATCH_NAMESPACE, f"/tenants/{tenant}/messages/{message_id}")
 
 
+def batch_id_for_file(tenant: str, file_sha256: str) -> UUID:
+    """A file without a message id (CSV) is named by its bytes: the same file uploaded twice
+    is the same batch, whoever sends it and under whatever key."""
+    return name_id(BATCH_NAMESPACE, f"/tenants/{tenant}/files/sha256/{file_sha256}")
+
+
 class Batch(Aggregate):
     class Submitted(Aggregate.Created):
         actor: str

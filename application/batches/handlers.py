@@ -28,7 +28,13 @@ from application.unit_of_work import AggregateCache, UnitOfWork
 from domain.accounts import SYSTEM_KINDS, Account, IbanClaim, iban_claim_id
 from domain.batch_items import CHUNK_SIZE, BatchChunk, BatchItem
 from domain.batch_rules import BatchRules, parse_rules
-from domain.batches import Batch, BatchStatus, batch_id_for, batch_id_for_message
+from domain.batches import (
+    Batch,
+    BatchStatus,
+    batch_id_for,
+    batch_id_for_file,
+    batch_id_for_message,
+)
 from domain.errors import (
     Conflict,
     FieldError,
@@ -109,6 +115,8 @@ class BatchHandlers:
         checked = self._check_internal_payees(checked, principal)
         if parsed.message_id is not None:
             batch_id = batch_id_for_message(principal.tenant, parsed.message_id)
+        elif cmd.file_sha256 is not None:  # an uploaded file without one (CSV): its bytes
+            batch_id = batch_id_for_file(principal.tenant, cmd.file_sha256)
         else:
             batch_id = batch_id_for(principal.tenant, principal.client, cmd.idempotency_key or "")
         source = {
@@ -206,6 +214,11 @@ class BatchHandlers:
                 raise DuplicateMessage(
                     f"message id {plan.source['message_id']!r} was already used by batch "
                     f"{existing.id} with different content: send a new MsgId"
+                )
+            if plan.source.get("file_sha256") is not None:
+                raise DuplicateMessage(
+                    f"this file was already submitted as batch {existing.id} with other rules "
+                    "or settings: change the file to submit it again"
                 )
             raise IdempotencyKeyReused(
                 f"Idempotency-Key {plan.idempotency_key!r} was already used for a different "

@@ -105,6 +105,21 @@ def test_the_same_file_twice_is_the_same_batch(pr: Payroll, live_server: LiveSer
     assert reused.status_code == 409 and problem_code(reused) == "DU01"
 
 
+def test_the_same_csv_twice_is_the_same_batch_whatever_the_key(
+    pr: Payroll, live_server: LiveServer
+) -> None:
+    data = f"end_to_end_id,amount,currency,name,iban\nA,1.00,EUR,Ann,{iban(1)}\n".encode()
+    first = pr.submit_file(data, "p.csv", key=new_key(), funding_account_id=pr.funding)
+    position = live_server.notification_position()
+    again = pr.submit_file(data, "p-copy.csv", key=new_key(), funding_account_id=pr.funding)
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert live_server.notification_position() == position  # not processed again
+    changed = pr.submit_file(data + f"B,2.00,EUR,Bo,{iban(2)}\n".encode(), "p2.csv",
+                             key=new_key(), funding_account_id=pr.funding)  # fmt: skip
+    assert changed.status_code == 201 and changed.json()["id"] != first.json()["id"]
+
+
 def test_control_sum_and_count_mismatches_refuse_the_file(pr: Payroll) -> None:
     data = pain001(pr, "pain.001.001.09", [1000, 2000])
     wrong_sum = data.replace(b"<CtrlSum>30.00</CtrlSum>", b"<CtrlSum>31.00</CtrlSum>", 1)
