@@ -103,11 +103,16 @@ class BatchHandlers:
             errors += check_idempotency_key(cmd.idempotency_key)
         if errors:
             raise ValidationError(errors)
-        currency_hint = cmd.currency or parsed.currency or _only_currency(parsed)
+        currency = cmd.currency
+        if currency is None and parsed.currency is None and _only_currency(parsed) is None:
+            # The items do not agree on one: the batch is in its funding account's currency,
+            # and an item in another is refused on its own (AM03), not the whole file.
+            currency = self._funding_currency(cmd.funding_account_id, principal)
+        currency_hint = currency or parsed.currency or _only_currency(parsed)
         rules = parse_rules(cmd.rules, currency_hint or "EUR")
         today = self.service.clock.now().date()
         checked = check_batch(
-            parsed, currency=cmd.currency, rules=rules, today=today,
+            parsed, currency=currency, rules=rules, today=today,
             execution_date=cmd.execution_date,
         )  # fmt: skip
         if currency_hint is None or currency_hint != checked.currency:
@@ -227,6 +232,12 @@ class BatchHandlers:
         invalid = [InvalidItem.of(i) for i in plan.checked.items if not i.valid]
         invalid.sort(key=lambda i: i.index)
         return BatchResult.of(existing, invalid_items=invalid[:MAX_LISTED_INVALID], replayed=True)
+
+    def _funding_currency(self, account_id: UUID | None, principal: Principal) -> str | None:
+        account = None if account_id is None else self.service._load(account_id, Account)
+        if isinstance(account, Account) and account.tenant == principal.tenant:
+            return str(account.currency)
+        return None  # refused later, naming the funding account
 
     def _funding_account(self, plan: BatchPlan, principal: Principal, uow: UnitOfWork) -> Account:
         account_id = plan.funding_account_id

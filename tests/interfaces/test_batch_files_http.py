@@ -120,6 +120,17 @@ def test_the_same_csv_twice_is_the_same_batch_whatever_the_key(
     assert changed.status_code == 201 and changed.json()["id"] != first.json()["id"]
 
 
+def test_one_item_in_another_currency_is_refused_alone(pr: Payroll) -> None:
+    rows = ["end_to_end_id,amount,currency,name,iban",
+            f"A,1.00,EUR,Ann,{iban(1)}", f"B,100,JPY,Bo,{iban(2)}"]  # fmt: skip
+    answer = pr.submit_file("\n".join(rows).encode(), "mixed.csv", key=new_key(),
+                            funding_account_id=pr.funding)  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    batch = answer.json()
+    assert (batch["currency"], batch["valid_item_count"]) == ("EUR", 1)
+    assert [(i["index"], i["reason_code"]) for i in batch["invalid_items"]] == [(1, "AM03")]
+
+
 def test_control_sum_and_count_mismatches_refuse_the_file(pr: Payroll) -> None:
     data = pain001(pr, "pain.001.001.09", [1000, 2000])
     wrong_sum = data.replace(b"<CtrlSum>30.00</CtrlSum>", b"<CtrlSum>31.00</CtrlSum>", 1)
