@@ -27,6 +27,8 @@ from domain.keys import Forbidden
 
 RECONCILIATION_NAMESPACE = UUID("5d0c3a9e-7f41-4b2a-9c86-1e2f3a4b5c6d")
 RESULT_CHUNK = 5_000
+# Channels whose statement lines debit our account (payouts); the others' credit it (pay-ins).
+PAYOUT_CHANNELS = frozenset({"bank_transfer"})
 
 
 class Category(StrEnum):

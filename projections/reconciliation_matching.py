@@ -31,6 +31,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from domain.errors import ValidationError
+from domain.reconciliations import PAYOUT_CHANNELS
 from projections.db import ViewDB, to_us
 
 STAGE_ROWS = 20_000
@@ -52,6 +53,11 @@ class MatchParams:
     period_end: date  # inclusive
     tolerance_days: int = 1
     timing_window_minutes: int = 10
+
+    @property
+    def direction(self) -> str:
+        """How this channel's lines book its payments on our account."""
+        return "debit" if self.channel in PAYOUT_CHANNELS else "credit"
 
     @property
     def start_us(self) -> int:
@@ -282,7 +288,8 @@ class Matcher:
         net = sum(_signed_status(line) for line in lines)
         split = status == "succeeded" and net == amount
         undone = status == "failed" and net == 0 and any(line[7] == "reversed" for line in lines)
-        if (split or undone) and all(line[5] == currency for line in lines):
+        same_way = all(line[5] == currency and line[6] == self.params.direction for line in lines)
+        if (split or undone) and same_way:
             detail = (
                 f"one of {len(lines)} lines settling this payment (N:1)"
                 if split
@@ -318,6 +325,8 @@ class Matcher:
         if line_currency != currency:
             return _item("amount_mismatch", line, payment_id, amount, status,
                          f"the statement says {line_currency}, the ledger {currency}")  # fmt: skip
+        if (wrong_way := self._wrong_way(line)) is not None:
+            return _item("amount_mismatch", line, payment_id, amount, status, wrong_way)
         settled = line_status == "settled"
         if line_amount != amount and (settled or status == "succeeded"):
             return _item(
@@ -360,6 +369,15 @@ class Matcher:
                          f"booked {line[8]}, completed {_day_of(completed_us)}: outside the "
                          f"{self.params.tolerance_days}-day tolerance")  # fmt: skip
         return _item("matched", line, payment_id, amount, status, None)
+
+    def _wrong_way(self, line: tuple[Any, ...]) -> str | None:
+        """Why a line booked the other way round (a debit for a pay-in) is no match."""
+        if line[6] == self.params.direction:
+            return None
+        return (
+            f"the statement books it as a {line[6]}; {self.params.channel} payments are "
+            f"{self.params.direction}s on our account"
+        )
 
     def _multi_payment_lines(self) -> Iterator[list[Any]]:
         columns = ", ".join(f"l.{c}" for c in LINE_COLUMNS)
@@ -408,6 +426,8 @@ class Matcher:
             return _item("amount_mismatch", line, ids, ledger_total, status,
                          f"{len(missing)} of {len(rows)} payments are not in the ledger: "
                          + ";".join(missing[:5]))  # fmt: skip
+        if (wrong_way := self._wrong_way(line)) is not None:
+            return _item("amount_mismatch", line, ids, ledger_total, status, wrong_way)
         if any(row[12] != line[5] for row in found) or ledger_total != line[4]:
             return _item("amount_mismatch", line, ids, ledger_total, status,
                          f"the line says {line[4]}, its {len(rows)} payments add up to "

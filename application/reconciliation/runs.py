@@ -32,6 +32,7 @@ from domain.ledger import transfer
 from domain.posting import post_entry
 from domain.reconciliations import (
     CATEGORIES,
+    PAYOUT_CHANNELS,
     RESULT_CHUNK,
     ItemNotDecidable,
     Reconciliation,
@@ -88,7 +89,6 @@ class StartReconciliation:
             )
 
 
-PAYOUT_CHANNELS = frozenset({"bank_transfer"})  # their statement lines debit our account
 CORRECTABLE = frozenset(
     {"missing_in_ledger", "missing_in_statement", "amount_mismatch", "duplicate_in_statement"}
 )

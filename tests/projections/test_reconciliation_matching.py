@@ -344,6 +344,18 @@ def test_a_different_amount_or_currency_is_an_amount_mismatch(db: ViewDB, ledger
     assert [i["category"] for i in in_euro.about(usd)] == ["amount_mismatch"]
 
 
+def test_a_line_booked_the_other_way_round_is_an_amount_mismatch(
+    db: ViewDB, ledger: Ledger
+) -> None:
+    paid, split = ledger.payment(1000), ledger.payment(3000)
+    lines = [line(ledger, paid, 1000, direction="debit"),  # a card pay-in is a credit
+             line(ledger, split, 1000), line(ledger, split, 2000, direction="debit")]  # fmt: skip
+    result = match(db, lines)
+    [wrong] = result.about(paid)
+    assert wrong["category"] == "amount_mismatch" and "debit" in wrong["detail"]
+    assert "matched" not in {i["category"] for i in result.about(split)}
+
+
 @pytest.mark.parametrize(
     ("ledger_status", "line_status"),
     [
