@@ -257,6 +257,8 @@ def _date_problem(raw: RawItem, today: date | None) -> Problem:
 
 
 def _amount(raw: RawItem, currency: str) -> tuple[int, Problem]:
+    if raw.amount is None or not str(raw.amount).strip():
+        return 0, ("AM12", "amount is missing")
     try:
         return parse_amount(raw.amount, currency), None
     except ValidationError as e:

@@ -146,7 +146,7 @@ def verify(
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_s:
         raise TimestampOutOfTolerance(
-            f"signed at {timestamp}, {current - timestamp:+.0f} s from now "
+            f"signed at {timestamp}, {timestamp - current:+.0f} s from now "
             f"(tolerance {tolerance_s:g} s)"
         )
     try:

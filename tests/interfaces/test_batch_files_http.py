@@ -131,6 +131,17 @@ def test_one_item_in_another_currency_is_refused_alone(pr: Payroll) -> None:
     assert [(i["index"], i["reason_code"]) for i in batch["invalid_items"]] == [(1, "AM03")]
 
 
+def test_a_csv_item_without_an_amount_is_am12_missing(pr: Payroll) -> None:
+    rows = ["end_to_end_id,amount,currency,name,iban", f"A,1.00,EUR,Ann,{iban(1)}",
+            f"B,,EUR,Bo,{iban(2)}", f"C,abc,EUR,Cy,{iban(3)}"]  # fmt: skip
+    answer = pr.submit_file("\n".join(rows).encode(), "p.csv", key=new_key(),
+                            funding_account_id=pr.funding)  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    invalid = {i["index"]: (i["reason_code"], i["reason"]) for i in answer.json()["invalid_items"]}
+    assert invalid[1] == ("AM12", "amount is missing")
+    assert invalid[2][0] == "AM12" and "'abc'" in invalid[2][1]
+
+
 def test_control_sum_and_count_mismatches_refuse_the_file(pr: Payroll) -> None:
     data = pain001(pr, "pain.001.001.09", [1000, 2000])
     wrong_sum = data.replace(b"<CtrlSum>30.00</CtrlSum>", b"<CtrlSum>31.00</CtrlSum>", 1)

@@ -59,8 +59,10 @@ def test_an_altered_timestamp_breaks_the_signature():
 @pytest.mark.parametrize("offset", [301, -301, 86_400])
 def test_stale_or_future_timestamps_are_rejected(offset):
     header = sign(BODY, [SECRET], NOW)
-    with pytest.raises(TimestampOutOfTolerance):
+    with pytest.raises(TimestampOutOfTolerance) as e:
         verify(BODY, header, [SECRET], now=NOW + offset)
+    # Signed 301 s before "now" is -301 s from now; signed after it, + seconds.
+    assert f"{-offset:+d} s from now" in str(e.value)
 
 
 @pytest.mark.parametrize("offset", [0, 300, -300])
