@@ -216,6 +216,14 @@ class Batch(Aggregate):
         item_failures: dict[str, list[str]]  # index -> [code, reason]: items that sank it
 
         def apply(self, aggregate: Any) -> None:
+            if self.status == B.FAILED.value:  # what was never sent failed with the batch
+                counts, amounts = aggregate.counts, aggregate.amounts
+                unsent = aggregate.valid_item_count - sum(counts.values())
+                if unsent > 0:
+                    counts["failed"] = counts.get("failed", 0) + unsent
+                    amounts["failed"] = amounts.get("failed", 0) + max(
+                        0, aggregate.control_sum_minor - sum(amounts.values())
+                    )
             aggregate.item_failures = self.item_failures
             aggregate.status = self.status
             aggregate.failure_code, aggregate.failure_message = self.code, self.message

@@ -214,6 +214,14 @@ def _apply(
     elif name == "Batch.Deferred":
         row["status"], row["run_on"] = "scheduled", _day(d["run_on"])
     elif name == "Batch.Finished":
+        if d["status"] == "failed":  # as the aggregate: what was never sent failed with it
+            outcomes = ("succeeded", "failed", "exception")
+            never_sent = row["valid_item_count"] - sum(row[f"{o}_count"] for o in outcomes)
+            if never_sent > 0:
+                row["failed_count"] += never_sent
+                row["failed_minor"] += max(
+                    0, row["control_sum_minor"] - sum(row[f"{o}_minor"] for o in outcomes)
+                )
         row["status"], row["finished_us"] = d["status"], at
         row["failure_code"], row["failure_message"] = d["code"], d["message"]
         for index, (code, reason) in d.get("item_failures", {}).items():

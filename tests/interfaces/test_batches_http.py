@@ -128,6 +128,9 @@ def test_all_or_nothing_sinks_on_one_refused_item_and_moves_nothing(pr: Payroll)
     done = pr.wait(batch["id"])
     assert done["status"] == "failed" and done["failure_code"] == "AC04"
     assert {i["status"] for i in pr.items(batch["id"])} == {"failed"}
+    # Nothing was sent, and nothing is left pending: every item failed with the batch.
+    assert (done["counts"]["failed"], done["counts"]["pending"]) == (3, 0)
+    assert done["amounts"]["failed"] == "600.00"
     funding = pr.account(pr.funding)
     assert (funding["balance"], funding["reserved"]) == ("10000.00", "0.00")
 
@@ -143,6 +146,7 @@ def test_insufficient_funds_fail_the_batch_before_anything_is_sent(pr: Payroll) 
     assert pr.approve(batch["id"]).status_code == 200
     done = pr.wait(batch["id"])
     assert done["status"] == "failed" and done["failure_code"] == "AM04"
+    assert (done["counts"]["failed"], done["counts"]["pending"]) == (2, 0)
     assert pr.account(pr.funding)["balance"] == "10000.00"
 
 
