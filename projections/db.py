@@ -288,10 +288,11 @@ def _copy(
 
 
 def table_columns(db: ViewDB, table: str) -> list[str]:
+    """A table's columns, in their order."""
     if db.is_postgres:
         rows = db.query(
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ?",
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
             (db.schema, table),
         )
         return [r[0] for r in rows]

@@ -26,7 +26,7 @@ from eventsourcing.application import Application
 
 from application.store import StoreConfig
 from projections.base import TRACKING_TABLE
-from projections.db import ViewDB
+from projections.db import ViewDB, table_columns
 from projections.runner import PROJECTIONS, REBUILD_PAGE, ProjectionRunner
 
 SUFFIX = "__rebuild"
@@ -196,7 +196,7 @@ def _compare(
             if not live.table_exists(name):
                 report.differences.append(f"{name}: missing from the live views")
                 continue
-            columns = [c for c in _columns(scratch, name)]
+            columns = [c for c in table_columns(scratch, name)]
             order = ", ".join(columns)
             live_rows = live.query(f"SELECT {order} FROM {name} ORDER BY {order}")
             fresh_rows = scratch.query(f"SELECT {order} FROM {name} ORDER BY {order}")
@@ -243,17 +243,6 @@ def _row_key(table: str, row: tuple[Any, ...]) -> Any:
     if table.endswith("entries"):
         return row[:2]
     return row[0]
-
-
-def _columns(db: ViewDB, table: str) -> list[str]:
-    if db.is_postgres:
-        rows = db.query(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            (db.schema, table),
-        )
-        return [r[0] for r in rows]
-    return [r[1] for r in db.query(f"PRAGMA table_info({table})")]
 
 
 @contextmanager

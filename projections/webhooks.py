@@ -60,7 +60,7 @@ from domain.webhooks import (
     WEBHOOK_NAMESPACE,
 )
 from projections.base import RawEvent, ViewProjection, timestamp_us
-from projections.db import ViewDB
+from projections.db import ViewDB, table_columns
 
 ENDPOINT_COLUMNS = (
     "endpoint_id", "tenant", "url", "events", "state", "secrets", "created_us", "updated_us",
@@ -205,7 +205,7 @@ class WebhooksProjection(ViewProjection):
         super().create_tables(indexes=indexes)
         # Views made before batches lack ``batch`` (NULL for every payment they hold).
         payments = self.table("webhook_payments")
-        if "batch" not in _columns(self.db, payments):
+        if "batch" not in table_columns(self.db, payments):
             self.db.execute(f"ALTER TABLE {payments} ADD COLUMN batch TEXT")
         delivery_tables(self.db)
 
@@ -376,17 +376,6 @@ class _Memory(NamedTuple):
                 self.batches.pop(bid, None)
             else:
                 self.batches[bid] = tracked.row
-
-
-def _columns(db: ViewDB, table: str) -> list[str]:
-    if db.is_postgres:
-        rows = db.query(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ?",
-            (db.schema, table),
-        )
-        return [r[0] for r in rows]
-    return [r[1] for r in db.query(f"PRAGMA table_info({table})")]
 
 
 def _insert(db: ViewDB, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
