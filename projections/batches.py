@@ -143,6 +143,18 @@ class BatchesProjection(ViewProjection):
             )
 
 
+def count_unsent_as_failed(row: dict[str, Any]) -> None:
+    """A batch row at its ``Batch.Finished`` as failed: what was never sent failed with it,
+    as the aggregate counts it (``Batch.Finished.apply``)."""
+    outcomes = ("succeeded", "failed", "exception")
+    never_sent = row["valid_item_count"] - sum(row[f"{o}_count"] for o in outcomes)
+    if never_sent > 0:
+        row["failed_count"] += never_sent
+        row["failed_minor"] += max(
+            0, row["control_sum_minor"] - sum(row[f"{o}_minor"] for o in outcomes)
+        )
+
+
 _batch_columns = itemgetter(*BATCH_COLUMNS)
 _batch_mutable = itemgetter(*BATCH_MUTABLE)
 
@@ -214,14 +226,8 @@ def _apply(
     elif name == "Batch.Deferred":
         row["status"], row["run_on"] = "scheduled", _day(d["run_on"])
     elif name == "Batch.Finished":
-        if d["status"] == "failed":  # as the aggregate: what was never sent failed with it
-            outcomes = ("succeeded", "failed", "exception")
-            never_sent = row["valid_item_count"] - sum(row[f"{o}_count"] for o in outcomes)
-            if never_sent > 0:
-                row["failed_count"] += never_sent
-                row["failed_minor"] += max(
-                    0, row["control_sum_minor"] - sum(row[f"{o}_minor"] for o in outcomes)
-                )
+        if d["status"] == "failed":
+            count_unsent_as_failed(row)
         row["status"], row["finished_us"] = d["status"], at
         row["failure_code"], row["failure_message"] = d["code"], d["message"]
         for index, (code, reason) in d.get("item_failures", {}).items():

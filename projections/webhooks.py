@@ -60,6 +60,7 @@ from domain.webhooks import (
     WEBHOOK_NAMESPACE,
 )
 from projections.base import RawEvent, ViewProjection, timestamp_us
+from projections.batches import count_unsent_as_failed
 from projections.db import ViewDB, table_columns
 
 ENDPOINT_COLUMNS = (
@@ -581,6 +582,9 @@ class _Page:
             row[f"{outcome}_minor"] += amount
             self.changed_batches.add(bid)
         elif name == "Batch.Finished":
+            if d["status"] == "failed":
+                count_unsent_as_failed(row)
+                self.changed_batches.add(bid)
             at = timestamp_us(d["timestamp"])
             self._notify(row["tenant"], BATCH_COMPLETED, "batch", e, at,
                          lambda: _batch_body(row, d, at, e.version))  # fmt: skip
@@ -731,6 +735,7 @@ def _payment_body(row: dict[str, Any], kind: str, at_us: int, sequence: int) -> 
         "created_at": iso(row["created_us"]),
         "completed_at": iso(row["completed_us"]),
         "latency_ms": row["latency_ms"],
+        "batch_id": None,
     }
     batch = row["batch"]
     if batch is not None:  # a batch item: its batch, and which item (and attempt) it is

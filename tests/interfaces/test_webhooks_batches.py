@@ -92,7 +92,7 @@ def test_a_batch_notifies_each_item_outcome_and_its_completion_signed(
         for index, event in notified.items():
             row = by_index[index]
             data = dict(event["data"])
-            assert data.pop("batch_id") == batch_id
+            assert data["batch_id"] == batch_id
             assert data.pop("batch_item") == {
                 "index": index, "end_to_end_id": items[index]["end_to_end_id"], "attempt": 1,
             }  # fmt: skip
