@@ -94,12 +94,8 @@ class Committer:
         conflict_retries: int = 8,
         cache: AggregateCache | None = None,
         clock: Clock | None = None,
-        after_group: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
-        # Called on the committer thread once every caller of a group has its answer (the
-        # committer process sends the group's answers in one message from there).
-        self.after_group = after_group
         self.clock = clock or SystemClock()
         self.cache = cache or AggregateCache()
         self.group_max = group_max
@@ -139,14 +135,7 @@ class Committer:
         for job in jobs:
             job.future.set_running_or_notify_cancel()
         for start in range(0, len(jobs), self.group_max):
-            group = jobs[start : start + self.group_max]
-            try:
-                self._commit_group(group)
-            except BaseException as e:  # as on the committer thread: every caller is answered
-                log.exception("committer failed a group")
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(e)
+            self._commit_or_fail(jobs[start : start + self.group_max])
         return [job.future for job in jobs]
 
     def is_alive(self) -> bool:
@@ -178,20 +167,20 @@ class Committer:
                     break
                 if item.future.set_running_or_notify_cancel():  # skip callers that gave up
                     group.append(item)
-            try:
-                self._commit_group(group)
-            except BaseException as e:  # never let the thread die with callers waiting
-                log.exception("committer failed a group")
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(e)
-            if self.after_group is not None:
-                try:
-                    self.after_group()
-                except Exception:
-                    log.exception("committer's after_group hook failed")
+            self._commit_or_fail(group)
             if stop_after:
                 return
+
+    def _commit_or_fail(self, group: list[_Job]) -> None:
+        """Commit a group; whatever goes wrong, every caller is answered (and the committer
+        thread never dies with callers waiting)."""
+        try:
+            self._commit_group(group)
+        except BaseException as e:
+            log.exception("committer failed a group")
+            for job in group:
+                if not job.future.done():
+                    job.future.set_exception(e)
 
     def _commit_group(self, group: list[_Job]) -> None:
         self.stats["groups"] += 1

@@ -16,8 +16,6 @@ COLUMNS = (
     "balance_minor", "reserved_minor", "available_minor", "closed", "version", "created_us",
     "updated_us", "position", "iban",
 )  # fmt: skip
-# Added after the first release: a view from before gets them at start-up (NULL until rebuilt).
-ADDED_COLUMNS = {"iban": "TEXT"}
 MUTABLE = (
     "balance_minor", "reserved_minor", "available_minor", "closed", "version", "updated_us",
     "position",
@@ -52,18 +50,12 @@ class AccountsProjection(ViewProjection):
     }
     APPEND_ONLY = frozenset({"entries"})
     PIPELINED = True
+    ADDED_COLUMNS: ClassVar[dict[str, dict[str, str]]] = {"accounts": {"iban": "TEXT"}}
     HANDLED = frozenset(
         f"Account.{n}"
         for n in ("Opened", "FundsReserved", "ReservationReleased", "Debited", "Credited",
                   "Closed")
     )  # fmt: skip
-
-    def create_tables(self, *, indexes: bool = True) -> None:
-        table = self.table("accounts")
-        existed = self.db.table_exists(table)
-        super().create_tables(indexes=indexes)
-        if existed:
-            self.add_missing_columns("accounts", ADDED_COLUMNS)
 
     def prepare_page(self, events: list[RawEvent]) -> Any:
         handled = self.HANDLED

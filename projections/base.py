@@ -181,6 +181,10 @@ class ViewProjection(Projection[ViewTracking]):
     # updated versions of its rows, so that updates that change no indexed column stay on the
     # page and touch no index: "HOT" updates).
     STORAGE: ClassVar[dict[str, str]] = {}
+    # Columns added to a table after its first release (table -> {column: SQL type}, also in
+    # ``TABLES``): a view created before them gets them when its tables are created (NULL
+    # until a rebuild), then ``columns_added`` is called.
+    ADDED_COLUMNS: ClassVar[dict[str, dict[str, str]]] = {}
     # ``prepare_page`` reads the tables only through ``load_rows`` and keeps what it wrote
     # (``keep``): a pipelined rebuild may prepare its next page while one is being written.
     PIPELINED: ClassVar[bool] = False
@@ -200,15 +204,8 @@ class ViewProjection(Projection[ViewTracking]):
     def table(self, name: str) -> str:
         return f"view_{name}{self.suffix}"
 
-    def add_missing_columns(self, name: str, added: dict[str, str]) -> list[str]:
-        """Columns added to a table after its first release (column: SQL type), added to a
-        view created before them (NULL until a rebuild); returns the ones it added."""
-        table = self.table(name)
-        have = set(table_columns(self.db, table))
-        missing = [c for c in added if c not in have]
-        for column in missing:
-            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {added[column]}")
-        return missing
+    def columns_added(self, name: str, columns: list[str]) -> None:
+        """Called once ``ADDED_COLUMNS`` were added to table ``name`` of an older view."""
 
     def create_tables(self, *, indexes: bool = True) -> None:
         """``indexes=False``: the tables with only the primary keys that processing needs; a
@@ -217,6 +214,7 @@ class ViewProjection(Projection[ViewTracking]):
         for name, definition in self.TABLES.items():
             table = self.table(name)
             if self.db.table_exists(table):
+                self._add_missing_columns(name)
                 continue
             if not indexes and name in self.APPEND_ONLY and self.db.is_postgres:
                 columns, _, key = definition.rpartition(", PRIMARY KEY ")
@@ -227,6 +225,18 @@ class ViewProjection(Projection[ViewTracking]):
             self.db.execute(f"CREATE TABLE {table} ({definition}){with_storage}")
             if indexes:
                 self._create_indexes(name)
+
+    def _add_missing_columns(self, name: str) -> None:
+        added = self.ADDED_COLUMNS.get(name)
+        if not added:
+            return
+        table = self.table(name)
+        have = set(table_columns(self.db, table))
+        missing = [c for c in added if c not in have]
+        for column in missing:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {added[column]}")
+        if missing:
+            self.columns_added(name, missing)
 
     def create_indexes(self) -> None:
         for name in self.TABLES:

@@ -37,9 +37,6 @@ MUTABLE = (
     "state", "status", "failure_code", "failure_message", "channel_reference", "completed_us",
     "latency_ms", "version", "updated_us", "position", "flagged_us", "resolution",
 )  # fmt: skip
-# Columns added after views existed (exception workflow): added to such a view on start-up, NULL
-# in its rows, as a rebuild would make them (no payment had these events before).
-ADDED_COLUMNS = {"flagged_us": "BIGINT", "resolution": "TEXT"}
 # The payments whose outcome is unknown, for the exception list and the resolver: a partial
 # index, so only those rows are in it (queries repeat its condition: SQLite needs it verbatim).
 OPEN_CONDITION = "state IN ('exception', 'submitted')"
@@ -81,20 +78,20 @@ class PaymentsProjection(ViewProjection):
         "metrics": ["bucket_us"],
     }
     PIPELINED = True
+    # Added after views existed (exception workflow): NULL in an older view's rows, as a
+    # rebuild would make them (no payment had these events before).
+    ADDED_COLUMNS: ClassVar[dict[str, dict[str, str]]] = {
+        "payments": {"flagged_us": "BIGINT", "resolution": "TEXT"}
+    }
     HANDLED = frozenset(
         f"Payment.{n}"
         for n in ("Requested", "Rejected", "Reserved", "Submitted", "Succeeded", "Failed",
                   "OutcomeUnknown", "BatchItemProcessed", "ExceptionResolved", "ExceptionFlagged")
     )  # fmt: skip
 
-    def create_tables(self, *, indexes: bool = True) -> None:
-        table = self.table("payments")
-        existed = self.db.table_exists(table)
-        super().create_tables(indexes=indexes)
-        if not existed:
-            return
-        if self.add_missing_columns("payments", ADDED_COLUMNS):
-            self._create_open_index()  # a view from before the exception workflow: its index
+    def columns_added(self, name: str, columns: list[str]) -> None:
+        if name == "payments":  # a view from before the exception workflow: its index too
+            self._create_open_index()
 
     def _create_indexes(self, name: str) -> None:
         super()._create_indexes(name)

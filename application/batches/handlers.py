@@ -103,12 +103,12 @@ class BatchHandlers:
             errors += check_idempotency_key(cmd.idempotency_key)
         if errors:
             raise ValidationError(errors)
-        currency = cmd.currency
-        if currency is None and parsed.currency is None and _only_currency(parsed) is None:
+        currency, found = cmd.currency, parsed.currency or _only_currency(parsed)
+        if currency is None and found is None:
             # The items do not agree on one: the batch is in its funding account's currency,
             # and an item in another is refused on its own (AM03), not the whole file.
             currency = self._funding_currency(cmd.funding_account_id, principal)
-        currency_hint = currency or parsed.currency or _only_currency(parsed)
+        currency_hint = currency or found
         rules = parse_rules(cmd.rules, currency_hint or "EUR")
         today = self.service.clock.now().date()
         checked = check_batch(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID, uuid4
 
 import typer
 
 from application.commands import CloseAccount, MakeDeposit, OpenAccount
+from application.results import DepositResult
 from interfaces.cli import output, views
 from interfaces.cli.errors import EXIT_CODES_HELP, EXIT_PAYMENT_EXCEPTION
 from interfaces.cli.payments import EXIT_OF_STATUS, time_travel_json
@@ -102,7 +103,7 @@ def deposit(
         raise typer.Exit(EXIT_OF_STATUS.get(result.payment.status, EXIT_PAYMENT_EXCEPTION))
 
 
-def _print_deposit(result: Any, key: str, as_json: bool) -> None:
+def _print_deposit(result: DepositResult, key: str, as_json: bool) -> None:
     if as_json:
         # The HTTP API's deposit shape: the payment, then the account it credited.
         output.print_json(
